@@ -1,0 +1,290 @@
+"""The checkpoint manifest: what a model is, as small typed records.
+
+A checkpoint is one safetensors file; its metadata holds this manifest as JSON
+under ``eventsim.manifest``. Each layer kind is one frozen dataclass that knows
+its tensors and their shapes, so validation and round-trips need no special cases.
+
+Weight layout follows the EvNN/haste convention so that their checkpoints import
+as they are: ``kernel`` is ``[input_size, gates * hidden]`` (row j = fan-out of
+input j), ``recurrent_kernel`` is ``[hidden, gates * hidden]``, gate blocks are
+contiguous in the order given by ``gate_order``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Union
+
+from eventsim.errors import EventsimError
+
+FORMAT_NAME = "eventsim-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "eventsim.manifest"
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Token embedding table ``weight [num_embeddings, embedding_dim]``; emits a dense vector."""
+
+    name: str
+    num_embeddings: int
+    embedding_dim: int
+    kind: ClassVar[str] = "embedding"
+
+    @property
+    def output_size(self) -> int:
+        return self.embedding_dim
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {f"{self.name}.weight": (self.num_embeddings, self.embedding_dim)}
+
+
+@dataclass(frozen=True)
+class EGRUSpec:
+    """Event-based GRU (EvNN convention).
+
+    z = sigmoid(Wx_z + b_z + Ry_z + rb_z); r = sigmoid(Wx_r + b_r + Ry_r + rb_r);
+    g = tanh(Wx_g + b_g + r * (Ry_g + rb_g)); c = z * c_prev + (1 - z) * g;
+    y = c where c >= thr else 0; c -= thr where it fired. Only y travels.
+    """
+
+    name: str
+    input_size: int
+    hidden_size: int
+    gate_order: tuple[str, ...] = ("z", "r", "g")
+    kind: ClassVar[str] = "egru"
+    n_gates: ClassVar[int] = 3
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        g, h = self.n_gates, self.hidden_size
+        return {
+            f"{self.name}.kernel": (self.input_size, g * h),
+            f"{self.name}.recurrent_kernel": (h, g * h),
+            f"{self.name}.bias": (g * h,),
+            f"{self.name}.recurrent_bias": (g * h,),
+            f"{self.name}.thr": (h,),
+        }
+
+
+@dataclass(frozen=True)
+class LSTMSpec:
+    """Dense-activation LSTM baseline: every h_i is sent every step.
+
+    i, f, o = sigmoid(...); g = tanh(...); c = f * c_prev + i * g; h = o * tanh(c).
+    """
+
+    name: str
+    input_size: int
+    hidden_size: int
+    gate_order: tuple[str, ...] = ("i", "f", "g", "o")
+    kind: ClassVar[str] = "lstm"
+    n_gates: ClassVar[int] = 4
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        g, h = self.n_gates, self.hidden_size
+        return {
+            f"{self.name}.kernel": (self.input_size, g * h),
+            f"{self.name}.recurrent_kernel": (h, g * h),
+            f"{self.name}.bias": (g * h,),
+            f"{self.name}.recurrent_bias": (g * h,),
+        }
+
+
+@dataclass(frozen=True)
+class ReadoutSpec:
+    """Linear decoder to logits, ``weight [output_size, input_size]``.
+
+    With ``tied_to`` naming an embedding layer the weight is that table (weight tying)
+    and only the bias is stored under this layer's name.
+    """
+
+    name: str
+    input_size: int
+    output_size: int
+    tied_to: str | None = None
+    kind: ClassVar[str] = "readout"
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {f"{self.name}.bias": (self.output_size,)}
+        if self.tied_to is None:
+            shapes[f"{self.name}.weight"] = (self.output_size, self.input_size)
+        return shapes
+
+
+LayerSpec = Union[EmbeddingSpec, EGRUSpec, LSTMSpec, ReadoutSpec]
+LAYER_KINDS: dict[str, type] = {cls.kind: cls for cls in (EmbeddingSpec, EGRUSpec, LSTMSpec, ReadoutSpec)}
+RECURRENT_KINDS = ("egru", "lstm")
+
+
+def layer_to_dict(spec: LayerSpec) -> dict[str, Any]:
+    d = asdict(spec)
+    if "gate_order" in d:
+        d["gate_order"] = list(d["gate_order"])
+    return {"kind": spec.kind, **d}
+
+
+def layer_from_dict(d: dict[str, Any], where: str) -> LayerSpec:
+    if not isinstance(d, dict) or "kind" not in d:
+        raise EventsimError(f"{where}: layer entry {d!r} has no 'kind'")
+    kind = d["kind"]
+    cls = LAYER_KINDS.get(kind)
+    if cls is None:
+        raise EventsimError(
+            f"{where}: unknown layer kind {kind!r} in layer {d.get('name', '?')!r} "
+            f"(known: {', '.join(sorted(LAYER_KINDS))})"
+        )
+    names = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in d.items() if k != "kind"}
+    unknown = set(kwargs) - names
+    if unknown:
+        raise EventsimError(f"{where}: layer {d.get('name', '?')!r} has unknown fields {sorted(unknown)}")
+    if "gate_order" in kwargs:
+        kwargs["gate_order"] = tuple(kwargs["gate_order"])
+        default = cls.__dataclass_fields__["gate_order"].default
+        if kwargs["gate_order"] != default:
+            raise EventsimError(
+                f"{where}: layer {d.get('name', '?')!r} has gate order {list(kwargs['gate_order'])}, "
+                f"expected {list(default)}"
+            )
+    try:
+        spec = cls(**kwargs)
+    except TypeError as exc:
+        raise EventsimError(f"{where}: layer {d.get('name', '?')!r}: {exc}") from None
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        if f.name.endswith("size") or f.name.startswith("num_") or f.name.endswith("_dim"):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise EventsimError(f"{where}: layer {spec.name!r} field {f.name} must be a positive integer, got {value!r}")
+    return spec
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything about a checkpoint except the numbers."""
+
+    model_kind: str
+    layers: tuple[LayerSpec, ...]
+    vocabulary: tuple[str, ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def layer(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def recurrent_layers(self) -> tuple[LayerSpec, ...]:
+        return tuple(s for s in self.layers if s.kind in RECURRENT_KINDS)
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for spec in self.layers:
+            shapes.update(spec.tensor_shapes())
+        return shapes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "format_version": self.format_version,
+            "model_kind": self.model_kind,
+            "layers": [layer_to_dict(s) for s in self.layers],
+            "vocabulary": list(self.vocabulary),
+            "provenance": dict(self.provenance),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> Manifest:
+        if not isinstance(d, dict):
+            raise EventsimError(f"{where}: manifest is not a JSON object")
+        if d.get("format") != FORMAT_NAME:
+            raise EventsimError(f"{where}: manifest format is {d.get('format')!r}, expected {FORMAT_NAME!r}")
+        version = d.get("format_version")
+        if not isinstance(version, int):
+            raise EventsimError(f"{where}: manifest has no integer format_version")
+        if version > FORMAT_VERSION:
+            raise EventsimError(
+                f"{where}: checkpoint format version {version} is newer than this eventsim reads "
+                f"({FORMAT_VERSION}); upgrade eventsim"
+            )
+        layers = d.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise EventsimError(f"{where}: manifest has no layer list")
+        vocabulary = d.get("vocabulary", [])
+        if not isinstance(vocabulary, list) or not all(isinstance(w, str) for w in vocabulary):
+            raise EventsimError(f"{where}: manifest vocabulary must be a list of strings")
+        manifest = cls(
+            model_kind=str(d.get("model_kind", "")),
+            layers=tuple(layer_from_dict(x, where) for x in layers),
+            vocabulary=tuple(vocabulary),
+            provenance=dict(d.get("provenance", {})),
+            format=d["format"],
+            format_version=version,
+        )
+        manifest.validate(where)
+        return manifest
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "manifest") -> Manifest:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EventsimError(f"{where}: manifest is not valid JSON ({exc.msg} at char {exc.pos})") from None
+        return cls.from_dict(d, where)
+
+    def validate(self, where: str = "manifest") -> None:
+        """Check that the layers chain: names unique, each input size = previous output size."""
+        names = [s.name for s in self.layers]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise EventsimError(f"{where}: duplicate layer names {sorted(dupes)}")
+        if self.model_kind == "language_model":
+            self._validate_language_model(where)
+
+    def _validate_language_model(self, where: str) -> None:
+        first, last, middle = self.layers[0], self.layers[-1], self.layers[1:-1]
+        if first.kind != "embedding" or last.kind != "readout" or not middle:
+            raise EventsimError(
+                f"{where}: a language model is embedding -> recurrent layers -> readout, got "
+                f"{[s.kind for s in self.layers]}"
+            )
+        for spec in middle:
+            if spec.kind not in RECURRENT_KINDS:
+                raise EventsimError(f"{where}: layer {spec.name!r} of kind {spec.kind!r} cannot sit inside a language model")
+        prev = first.output_size
+        for spec in (*middle, last):
+            if spec.input_size != prev:
+                raise EventsimError(
+                    f"{where}: layer {spec.name!r} takes input_size {spec.input_size} but the layer before emits {prev}"
+                )
+            prev = spec.output_size if spec.kind != "readout" else prev
+        if last.output_size != first.num_embeddings:
+            raise EventsimError(
+                f"{where}: readout has {last.output_size} outputs but the embedding has {first.num_embeddings} tokens"
+            )
+        if last.tied_to is not None:
+            if last.tied_to != first.name:
+                raise EventsimError(f"{where}: readout is tied to {last.tied_to!r}, which is not the embedding {first.name!r}")
+            if last.input_size != first.embedding_dim:
+                raise EventsimError(
+                    f"{where}: a tied readout needs the last hidden size ({last.input_size}) "
+                    f"to equal the embedding size ({first.embedding_dim})"
+                )
+        if self.vocabulary and len(self.vocabulary) != first.num_embeddings:
+            raise EventsimError(
+                f"{where}: vocabulary has {len(self.vocabulary)} words but the embedding has {first.num_embeddings} rows"
+            )
