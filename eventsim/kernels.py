@@ -1,0 +1,208 @@
+"""Numba kernels of the engine: flat arrays in, counts and outputs out.
+
+One call runs a chunk of tokens through the whole network (one fused call, no
+Python per event). Work per token is: for every received event, the weight
+slice of its row on each target PE (CSR or, for dense slices, a contiguous
+row); then one update per neuron. Counting is done on the same loops, so the
+counts are the work done.
+
+Array layouts are described in :mod:`eventsim.network`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from eventsim.neurons import egru_step, lstm_step
+
+KIND_EGRU = 0
+KIND_LSTM = 1
+
+# Columns of the per-(block, PE) table ``slices``.
+S_PE, S_DENSE, S_ACC_BASE, S_NCOLS, S_ROWPTR_OFF, S_DENSE_OFF, S_NNZ_OFF = range(7)
+# Columns of the per-recurrent-layer table ``layers``.
+L_KIND, L_H, L_ACC_OFF, L_STATE_OFF, L_PE_FIRST, L_PE_STOP, L_IN_BLOCK, L_REC_BLOCK = range(8)
+# Counter planes of ``counts[t, counter, pe]``; order matches eventsim.trace.COUNTERS.
+C_RECEIVED, C_EMITTED, C_MACS, C_ACS, C_ROWS, C_UPDATES, C_DRAM = range(7)
+
+
+@njit(cache=True)
+def deliver(
+    block_first, block_stop, slices, rowptr, syn_idx, syn_val, dense_val, row_nnz,
+    ev_idx, ev_val, n_ev, acc, counts_t,
+):
+    """Accumulate ``n_ev`` graded events into ``acc`` on every PE slice of one block."""
+    for k in range(block_first, block_stop):
+        pe = slices[k, S_PE]
+        base = slices[k, S_ACC_BASE]
+        ncols = slices[k, S_NCOLS]
+        nnz_off = slices[k, S_NNZ_OFF]
+        macs = 0
+        if slices[k, S_DENSE] == 1:
+            doff = slices[k, S_DENSE_OFF]
+            for e in range(n_ev):
+                j = ev_idx[e]
+                x = ev_val[e]
+                row = doff + j * ncols
+                for c in range(ncols):
+                    acc[base + c] += x * dense_val[row + c]
+                macs += row_nnz[nnz_off + j]
+        else:
+            roff = slices[k, S_ROWPTR_OFF]
+            for e in range(n_ev):
+                j = ev_idx[e]
+                x = ev_val[e]
+                start = rowptr[roff + j]
+                stop = rowptr[roff + j + 1]
+                for s in range(start, stop):
+                    acc[base + syn_idx[s]] += x * syn_val[s]
+                macs += stop - start
+        counts_t[C_RECEIVED, pe] += n_ev
+        counts_t[C_ROWS, pe] += n_ev
+        counts_t[C_MACS, pe] += macs
+
+
+@njit(cache=True)
+def update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr, out_idx, out_val, counts_t):
+    """Update every neuron of recurrent layer ``l``; write its events; return their number."""
+    kind = layers[l, L_KIND]
+    acc_off = layers[l, L_ACC_OFF]
+    st_off = layers[l, L_STATE_OFF]
+    n_out = 0
+    for pe in range(layers[l, L_PE_FIRST], layers[l, L_PE_STOP]):
+        emitted = 0
+        for n in range(pe_start[pe], pe_stop[pe]):
+            if kind == KIND_EGRU:
+                a = acc_off + 3 * n
+                y, c = egru_step(
+                    acc_in[a], acc_in[a + 1], acc_in[a + 2], acc_rec[a], acc_rec[a + 1], acc_rec[a + 2],
+                    state_c[st_off + n], thr[st_off + n],
+                )
+                state_c[st_off + n] = c
+                if y != 0.0:
+                    out_idx[n_out] = n
+                    out_val[n_out] = y
+                    n_out += 1
+                    emitted += 1
+            else:
+                a = acc_off + 4 * n
+                h, c = lstm_step(
+                    acc_in[a] + acc_rec[a], acc_in[a + 1] + acc_rec[a + 1],
+                    acc_in[a + 2] + acc_rec[a + 2], acc_in[a + 3] + acc_rec[a + 3], state_c[st_off + n],
+                )
+                state_c[st_off + n] = c
+                out_idx[n_out] = n  # dense baseline: every h_i is sent, zero or not
+                out_val[n_out] = h
+                n_out += 1
+                emitted += 1
+        counts_t[C_EMITTED, pe] += emitted
+        counts_t[C_UPDATES, pe] += pe_stop[pe] - pe_start[pe]
+    return n_out
+
+
+@njit(cache=True)
+def log_softmax_topk(logits, target, topk_ids, topk_lp):
+    """Fill top-k ids and log-probabilities; return log p(target) (NaN when target < 0)."""
+    m = -np.inf
+    for v in range(logits.shape[0]):
+        if logits[v] > m:
+            m = logits[v]
+    s = 0.0
+    for v in range(logits.shape[0]):
+        s += math.exp(logits[v] - m)
+    lse = m + math.log(s)
+    k = topk_ids.shape[0]
+    for i in range(k):
+        topk_ids[i] = -1
+        topk_lp[i] = -np.inf
+    for v in range(logits.shape[0]):
+        x = logits[v]
+        if x > topk_lp[k - 1]:
+            i = k - 1
+            while i > 0 and x > topk_lp[i - 1]:
+                topk_lp[i] = topk_lp[i - 1]
+                topk_ids[i] = topk_ids[i - 1]
+                i -= 1
+            topk_lp[i] = x
+            topk_ids[i] = v
+    for i in range(k):
+        topk_lp[i] -= lse
+    if target < 0:
+        return np.nan
+    return logits[target] - lse
+
+
+@njit(cache=True)
+def run_tokens(
+    tokens, targets,
+    emb_table, emb_pe_start, emb_pe_stop, emb_pe_first, emb_pe_stop_id,
+    layers, pe_start, pe_stop, bias_in, bias_rec, state_c, thr,
+    ev_idx, ev_val, ev_count,
+    slices, block_first, block_stop, rowptr, syn_idx, syn_val, dense_val, row_nnz,
+    readout_block, readout_pe_first, readout_pe_stop, readout_off, vocab,
+    acc_in, acc_rec,
+    target_lp, topk_ids, topk_lp, layer_events, counts,
+    record_logits, logits_out, record_outputs, outputs_out, out_offsets,
+):
+    """Run ``tokens`` through the network, carrying state in the arrays passed in.
+
+    ``ev_idx/ev_val/ev_count`` hold each layer's events of the previous token and
+    are overwritten with this token's (they are the recurrent input of the next).
+    """
+    n_layers = layers.shape[0]
+    emb_dim = emb_table.shape[1]
+    in_idx = np.empty(max(emb_dim, ev_idx.shape[1]), dtype=np.int32)
+    in_val = np.empty(max(emb_dim, ev_idx.shape[1]), dtype=np.float64)
+    for t in range(tokens.shape[0]):
+        counts_t = counts[t]
+        # Embedding: table row from off-chip memory; non-zero dimensions become graded events.
+        tok = tokens[t]
+        n_in = 0
+        for pe in range(emb_pe_first, emb_pe_stop_id):
+            emitted = 0
+            for j in range(emb_pe_start[pe], emb_pe_stop[pe]):
+                x = emb_table[tok, j]
+                if x != 0.0:
+                    in_idx[n_in] = j
+                    in_val[n_in] = x
+                    n_in += 1
+                    emitted += 1
+            counts_t[C_EMITTED, pe] += emitted
+            counts_t[C_DRAM, pe] += emb_pe_stop[pe] - emb_pe_start[pe]
+        for l in range(n_layers):
+            H = layers[l, L_H]
+            acc_off = layers[l, L_ACC_OFF]
+            width = H * (3 if layers[l, L_KIND] == KIND_EGRU else 4)
+            for a in range(acc_off, acc_off + width):
+                acc_in[a] = bias_in[a]
+                acc_rec[a] = bias_rec[a]
+            b = layers[l, L_IN_BLOCK]
+            deliver(block_first[b], block_stop[b], slices, rowptr, syn_idx, syn_val, dense_val, row_nnz,
+                    in_idx, in_val, n_in, acc_in, counts_t)
+            b = layers[l, L_REC_BLOCK]
+            deliver(block_first[b], block_stop[b], slices, rowptr, syn_idx, syn_val, dense_val, row_nnz,
+                    ev_idx[l], ev_val[l], ev_count[l], acc_rec, counts_t)
+            n_out = update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr,
+                                 ev_idx[l], ev_val[l], counts_t)
+            ev_count[l] = n_out
+            layer_events[t, l] = n_out
+            for e in range(n_out):
+                in_idx[e] = ev_idx[l, e]
+                in_val[e] = ev_val[l, e]
+            n_in = n_out
+            if record_outputs:
+                o = out_offsets[l]
+                for e in range(n_out):
+                    outputs_out[t, o + ev_idx[l, e]] = ev_val[l, e]
+        # Readout: logits from the last layer's events.
+        for v in range(vocab):
+            acc_in[readout_off + v] = bias_in[readout_off + v]
+        deliver(block_first[readout_block], block_stop[readout_block], slices, rowptr, syn_idx, syn_val,
+                dense_val, row_nnz, in_idx, in_val, n_in, acc_in, counts_t)
+        logits = acc_in[readout_off:readout_off + vocab]
+        target_lp[t] = log_softmax_topk(logits, targets[t], topk_ids[t], topk_lp[t])
+        if record_logits:
+            logits_out[t, :] = logits

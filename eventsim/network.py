@@ -1,0 +1,196 @@
+"""Compile a checkpoint and a placement into the flat arrays the kernels run on.
+
+Every projection (embedding -> layer 0, layer l -> layer l (recurrent),
+layer l -> layer l+1, last layer -> readout) is a *block*. Each block is cut
+into one *slice* per target PE: the rows are the block's source neurons, the
+columns the PE's targets, interleaved per neuron (``(n - start) * gates + g``)
+so a PE's targets are one contiguous run of the layer's accumulator. A slice is
+stored as CSR (``rowptr``, ``syn_idx``, ``syn_val``) or, when its density is at
+least ``dense_threshold``, as a dense row-major block (same arithmetic, no
+index loads). Its per-row non-zero counts are kept either way, so the counted
+MACs are the CSR non-zeros whatever the storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eventsim.checkpoint import Checkpoint
+from eventsim.errors import EventsimError
+from eventsim.kernels import KIND_EGRU, KIND_LSTM
+from eventsim.manifest import EGRUSpec, Manifest
+from eventsim.placement import Placement, even_placement
+from eventsim.trace import GRADED
+
+DEFAULT_DENSE_THRESHOLD = 0.5
+KIND_CODES = {"egru": KIND_EGRU, "lstm": KIND_LSTM}
+
+
+@dataclass
+class CompiledNetwork:
+    """Flat arrays for :func:`eventsim.kernels.run_tokens` plus what reports need."""
+
+    manifest: Manifest
+    placement: Placement
+    emb_table: np.ndarray
+    layers: np.ndarray  # [L, 8] int64, columns kernels.L_*
+    pe_start: np.ndarray
+    pe_stop: np.ndarray
+    bias_in: np.ndarray
+    bias_rec: np.ndarray
+    thr: np.ndarray
+    slices: np.ndarray  # [K, 7] int64, columns kernels.S_*
+    block_first: np.ndarray
+    block_stop: np.ndarray
+    rowptr: np.ndarray
+    syn_idx: np.ndarray
+    syn_val: np.ndarray
+    dense_val: np.ndarray
+    row_nnz: np.ndarray
+    readout_block: int
+    readout_off: int
+    acc_size: int
+    routes: np.ndarray  # [P, P] bool
+    synapses_stored: np.ndarray  # [P]
+    dense_macs_per_layer: np.ndarray  # [L] MACs per step with every input active and every weight kept
+    readout_dense_macs: int
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [int(h) for h in self.layers[:, 1]]
+
+    @property
+    def max_hidden(self) -> int:
+        return max(self.hidden_sizes)
+
+
+def _interleave(matrix: np.ndarray, gates: int) -> np.ndarray:
+    """``[rows, gates*H]`` with gate blocks -> columns ordered ``n * gates + g``."""
+    rows, width = matrix.shape
+    h = width // gates
+    return np.ascontiguousarray(matrix.reshape(rows, gates, h).transpose(0, 2, 1).reshape(rows, width))
+
+
+def compile_network(
+    checkpoint: Checkpoint,
+    placement: Placement | None = None,
+    dense_threshold: float = DEFAULT_DENSE_THRESHOLD,
+) -> CompiledNetwork:
+    """Build the engine's arrays. ``dense_threshold`` > 1 forces CSR everywhere."""
+    manifest = checkpoint.manifest
+    if manifest.model_kind != "language_model":
+        raise EventsimError(f"{checkpoint.path}: model kind {manifest.model_kind!r} is not a language model")
+    placement = placement or even_placement(manifest)
+    placement.validate(manifest)
+    slices_meta = placement.slices()
+    n_pe = len(slices_meta)
+    pe_start = np.array([s.start for s in slices_meta], dtype=np.int64)
+    pe_stop = np.array([s.stop for s in slices_meta], dtype=np.int64)
+    specs = manifest.layers
+    emb_spec, recurrent, readout = specs[0], specs[1:-1], specs[-1]
+    t = checkpoint.tensors
+
+    layer_rows, bias_in, bias_rec, thr = [], [], [], []
+    acc_off = 0
+    state_off = 0
+    blocks: list[tuple[np.ndarray, int, int, str]] = []  # (source-row matrix, acc offset, gates, population)
+    dense_macs = []
+    for spec in recurrent:
+        gates = spec.n_gates
+        h = spec.hidden_size
+        pes = placement.pes_of(spec.name)
+        in_block, rec_block = len(blocks), len(blocks) + 1
+        layer_rows.append([KIND_CODES[spec.kind], h, acc_off, state_off, pes.start, pes.stop, in_block, rec_block])
+        blocks.append((_interleave(t[f"{spec.name}.kernel"], gates), acc_off, gates, spec.name))
+        blocks.append((_interleave(t[f"{spec.name}.recurrent_kernel"], gates), acc_off, gates, spec.name))
+        bias_in.append(_interleave(t[f"{spec.name}.bias"][None, :], gates)[0])
+        bias_rec.append(_interleave(t[f"{spec.name}.recurrent_bias"][None, :], gates)[0])
+        thr.append(t[f"{spec.name}.thr"] if isinstance(spec, EGRUSpec) else np.zeros(h, np.float32))
+        dense_macs.append(gates * h * (spec.input_size + h))
+        acc_off += gates * h
+        state_off += h
+    readout_off = acc_off
+    weight = t[f"{readout.tied_to}.weight"] if readout.tied_to else t[f"{readout.name}.weight"]
+    readout_block = len(blocks)
+    blocks.append((np.ascontiguousarray(weight.T), readout_off, 1, readout.name))
+    bias_in.append(t[f"{readout.name}.bias"])
+    bias_rec.append(np.zeros(readout.output_size, np.float32))
+    acc_size = acc_off + readout.output_size
+
+    slice_rows, block_first, block_stop = [], [], []
+    rowptr_parts, idx_parts, val_parts, dense_parts, nnz_parts = [], [], [], [], []
+    rowptr_len = syn_len = dense_len = nnz_len = 0
+    synapses_stored = np.zeros(n_pe, dtype=np.int64)
+    for matrix, base, gates, population in blocks:
+        block_first.append(len(slice_rows))
+        for pe in placement.pes_of(population):
+            lo, hi = int(pe_start[pe]) * gates, int(pe_stop[pe]) * gates
+            part = matrix[:, lo:hi]
+            nz = part != 0
+            row_nnz = nz.sum(axis=1).astype(np.int32)
+            nnz = int(row_nnz.sum())
+            synapses_stored[pe] += nnz
+            dense = part.size > 0 and nnz >= dense_threshold * part.size
+            row = [pe, int(dense), base + lo, hi - lo, rowptr_len, dense_len, nnz_len]
+            if dense:
+                dense_parts.append(part.astype(np.float32).ravel())
+                dense_len += part.size
+            rows_i, cols_i = np.nonzero(nz if not dense else np.zeros((0, 0), bool))
+            ptr = np.zeros(part.shape[0] + 1, dtype=np.int64)
+            if not dense:
+                np.cumsum(row_nnz, out=ptr[1:])
+                idx_parts.append(cols_i)
+                val_parts.append(part[rows_i, cols_i].astype(np.float32))
+            rowptr_parts.append(ptr + syn_len)
+            syn_len += 0 if dense else nnz
+            rowptr_len += ptr.size
+            nnz_parts.append(row_nnz)
+            nnz_len += row_nnz.size
+            slice_rows.append(row)
+        block_stop.append(len(slice_rows))
+
+    max_cols = max(r[3] for r in slice_rows)
+    idx_dtype = np.uint16 if max_cols <= 65536 else np.int32
+    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+
+    pop_index = placement.pe_population_index()
+    routes = np.zeros((n_pe, n_pe), dtype=bool)
+    n_pop = len(specs)
+    for src in range(n_pop - 1):
+        consumers = [src + 1] + ([src] if src >= 1 else [])
+        for dst in consumers:
+            routes[np.ix_(pop_index == src, pop_index == dst)] = True
+
+    return CompiledNetwork(
+        manifest=manifest,
+        placement=placement,
+        emb_table=np.ascontiguousarray(t[f"{emb_spec.name}.weight"], dtype=np.float32),
+        layers=np.array(layer_rows, dtype=np.int64).reshape(-1, 8),
+        pe_start=pe_start,
+        pe_stop=pe_stop,
+        bias_in=np.concatenate(bias_in).astype(np.float64),
+        bias_rec=np.concatenate(bias_rec).astype(np.float64),
+        thr=np.concatenate(thr).astype(np.float64),
+        slices=np.array(slice_rows, dtype=np.int64),
+        block_first=np.array(block_first, dtype=np.int64),
+        block_stop=np.array(block_stop, dtype=np.int64),
+        rowptr=cat(rowptr_parts, np.int64),
+        syn_idx=cat(idx_parts, idx_dtype),
+        syn_val=cat(val_parts, np.float32),
+        dense_val=cat(dense_parts, np.float32),
+        row_nnz=cat(nnz_parts, np.int32),
+        readout_block=readout_block,
+        readout_off=readout_off,
+        acc_size=acc_size,
+        routes=routes,
+        synapses_stored=synapses_stored,
+        dense_macs_per_layer=np.array(dense_macs, dtype=np.int64),
+        readout_dense_macs=int(readout.input_size * readout.output_size),
+    )
+
+
+def event_types(net: CompiledNetwork) -> np.ndarray:
+    """Payload type of each PE's events: every population here sends graded values."""
+    return np.full(net.placement.pe_count, GRADED, dtype=np.int64)
