@@ -132,6 +132,46 @@ class Engine:
         )
 
 
+    def simulate(
+        self,
+        token_ids,
+        chunk_tokens: int = 256,
+        progress: bool = False,
+        record_logits: bool = False,
+        record_outputs: bool = False,
+    ) -> SimulationResult:
+        """Run ``token_ids`` from the zero state; each token's target is the next token.
+
+        Interrupted (Ctrl-C) after at least one chunk, it returns the finished
+        chunks with ``extra["interrupted"] = True`` instead of losing them.
+        """
+        from tqdm import tqdm
+
+        ids = np.asarray(token_ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise EventsimError("no tokens to simulate (the text is empty after tokenisation)")
+        self.reset()
+        targets = np.append(ids[1:], -1)
+        parts = []
+        bar = tqdm(total=ids.size, unit="tok", disable=not progress, desc="simulate")
+        interrupted = False
+        try:
+            for lo in range(0, ids.size, chunk_tokens):
+                hi = min(lo + chunk_tokens, ids.size)
+                parts.append(self.run(ids[lo:hi], targets[lo:hi], record_logits, record_outputs))
+                bar.update(hi - lo)
+        except KeyboardInterrupt:
+            if not parts:
+                raise
+            interrupted = True
+        finally:
+            bar.close()
+        result = parts[0] if len(parts) == 1 else concatenate_results(parts)
+        if interrupted:
+            result.extra["interrupted"] = True
+        return result
+
+
 def concatenate_results(parts: list[SimulationResult]) -> SimulationResult:
     """Join chunk results in order."""
     def cat(name):
@@ -163,20 +203,7 @@ def simulate_tokens(
     record_outputs: bool = False,
     dense_threshold: float | None = None,
 ) -> SimulationResult:
-    """Run ``token_ids`` from the zero state; each token's target is the next token."""
-    from tqdm import tqdm
-
+    """Compile ``checkpoint`` and run ``token_ids`` from the zero state (see :meth:`Engine.simulate`)."""
     kw = {} if dense_threshold is None else {"dense_threshold": dense_threshold}
     engine = Engine.from_checkpoint(checkpoint, placement, **kw)
-    ids = np.asarray(token_ids, dtype=np.int64)
-    if ids.ndim != 1 or ids.size == 0:
-        raise EventsimError("no tokens to simulate (the text is empty after tokenisation)")
-    targets = np.append(ids[1:], -1)
-    parts = []
-    bar = tqdm(total=ids.size, unit="tok", disable=not progress, desc="simulate")
-    for lo in range(0, ids.size, chunk_tokens):
-        hi = min(lo + chunk_tokens, ids.size)
-        parts.append(engine.run(ids[lo:hi], targets[lo:hi], record_logits, record_outputs))
-        bar.update(hi - lo)
-    bar.close()
-    return parts[0] if len(parts) == 1 else concatenate_results(parts)
+    return engine.simulate(token_ids, chunk_tokens, progress, record_logits, record_outputs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from eventsim.errors import EventsimError
 
@@ -120,7 +120,7 @@ class ReadoutSpec:
         return shapes
 
 
-LayerSpec = Union[EmbeddingSpec, EGRUSpec, LSTMSpec, ReadoutSpec]
+LayerSpec = EmbeddingSpec | EGRUSpec | LSTMSpec | ReadoutSpec
 LAYER_KINDS: dict[str, type] = {cls.kind: cls for cls in (EmbeddingSpec, EGRUSpec, LSTMSpec, ReadoutSpec)}
 RECURRENT_KINDS = ("egru", "lstm")
 

@@ -29,6 +29,16 @@ def prune_by_magnitude(w: np.ndarray, sparsity: float) -> np.ndarray:
     return out
 
 
+def synthetic_word(i: int) -> str:
+    """Letters-only stand-in words (``a``, ``b``, ..., ``ba``, ...) that survive tokenisation."""
+    letters = ""
+    while True:
+        letters = chr(ord("a") + i % 26) + letters
+        i //= 26
+        if i == 0:
+            return letters
+
+
 def random_language_model(
     cell: str = "egru",
     vocab_size: int = 1000,
@@ -63,7 +73,7 @@ def random_language_model(
         prev = h
     layers.append(ReadoutSpec("decoder", emb_size, vocab_size, tied_to="embedding"))
     tensors["decoder.bias"] = np.zeros(vocab_size, np.float32)
-    vocabulary = ["<unk>", "<eos>"] + [f"w{i}" for i in range(vocab_size - 2)]
+    vocabulary = ["<unk>", "<eos>"] + [synthetic_word(i) for i in range(vocab_size - 2)]
     manifest = Manifest(
         model_kind="language_model",
         layers=tuple(layers),
