@@ -24,7 +24,7 @@ from eventsim.manifest import EGRUSpec, Manifest
 from eventsim.placement import Placement, even_placement
 from eventsim.trace import GRADED
 
-DEFAULT_DENSE_THRESHOLD = 0.5
+DEFAULT_DENSE_THRESHOLD = 0.3  # measured crossover: dense 0.21 ns per entry vs CSR 0.67 ns per non-zero
 KIND_CODES = {"egru": KIND_EGRU, "lstm": KIND_LSTM}
 
 
