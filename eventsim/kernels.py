@@ -76,33 +76,39 @@ def update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr, ou
     st_off = layers[l, L_STATE_OFF]
     n_out = 0
     for pe in range(layers[l, L_PE_FIRST], layers[l, L_PE_STOP]):
+        start = pe_start[pe]
+        n = pe_stop[pe] - start
         emitted = 0
-        for n in range(pe_start[pe], pe_stop[pe]):
-            if kind == KIND_EGRU:
-                a = acc_off + 3 * n
+        if kind == KIND_EGRU:
+            base = acc_off + 3 * start
+            for i in range(n):
+                a = base + i
                 y, c = egru_step(
-                    acc_in[a], acc_in[a + 1], acc_in[a + 2], acc_rec[a], acc_rec[a + 1], acc_rec[a + 2],
-                    state_c[st_off + n], thr[st_off + n],
+                    acc_in[a], acc_in[a + n], acc_in[a + 2 * n], acc_rec[a], acc_rec[a + n], acc_rec[a + 2 * n],
+                    state_c[st_off + start + i], thr[st_off + start + i],
                 )
-                state_c[st_off + n] = c
+                state_c[st_off + start + i] = c
                 if y != 0.0:
-                    out_idx[n_out] = n
+                    out_idx[n_out] = start + i
                     out_val[n_out] = y
                     n_out += 1
                     emitted += 1
-            else:
-                a = acc_off + 4 * n
+        else:
+            base = acc_off + 4 * start
+            for i in range(n):
+                a = base + i
                 h, c = lstm_step(
-                    acc_in[a] + acc_rec[a], acc_in[a + 1] + acc_rec[a + 1],
-                    acc_in[a + 2] + acc_rec[a + 2], acc_in[a + 3] + acc_rec[a + 3], state_c[st_off + n],
+                    acc_in[a] + acc_rec[a], acc_in[a + n] + acc_rec[a + n],
+                    acc_in[a + 2 * n] + acc_rec[a + 2 * n], acc_in[a + 3 * n] + acc_rec[a + 3 * n],
+                    state_c[st_off + start + i],
                 )
-                state_c[st_off + n] = c
-                out_idx[n_out] = n  # dense baseline: every h_i is sent, zero or not
+                state_c[st_off + start + i] = c
+                out_idx[n_out] = start + i  # dense baseline: every h_i is sent, zero or not
                 out_val[n_out] = h
                 n_out += 1
                 emitted += 1
         counts_t[C_EMITTED, pe] += emitted
-        counts_t[C_UPDATES, pe] += pe_stop[pe] - pe_start[pe]
+        counts_t[C_UPDATES, pe] += n
     return n_out
 
 

@@ -3,8 +3,9 @@
 Every projection (embedding -> layer 0, layer l -> layer l (recurrent),
 layer l -> layer l+1, last layer -> readout) is a *block*. Each block is cut
 into one *slice* per target PE: the rows are the block's source neurons, the
-columns the PE's targets, interleaved per neuron (``(n - start) * gates + g``)
-so a PE's targets are one contiguous run of the layer's accumulator. A slice is
+columns the PE's targets in gate blocks (``g * (stop - start) + (n - start)``),
+so a PE's targets are one contiguous run of the layer's accumulator and each of
+its gates a contiguous vector. A slice is
 stored as CSR (``rowptr``, ``syn_idx``, ``syn_val``) or, when its density is at
 least ``dense_threshold``, as a dense row-major block (same arithmetic, no
 index loads). Its per-row non-zero counts are kept either way, so the counted
@@ -66,11 +67,14 @@ class CompiledNetwork:
         return max(self.hidden_sizes)
 
 
-def _interleave(matrix: np.ndarray, gates: int) -> np.ndarray:
-    """``[rows, gates*H]`` with gate blocks -> columns ordered ``n * gates + g``."""
-    rows, width = matrix.shape
-    h = width // gates
-    return np.ascontiguousarray(matrix.reshape(rows, gates, h).transpose(0, 2, 1).reshape(rows, width))
+def pe_gate_order(bounds: tuple[int, ...], hidden: int, gates: int) -> np.ndarray:
+    """Column order that gives each PE one contiguous run of its own gate blocks.
+
+    For PE ``[start, stop)`` the run is ``[g0 of its neurons | g1 ... | g_last ...]``,
+    so a PE's accumulators are contiguous and each gate is a contiguous vector.
+    """
+    parts = [np.arange(g * hidden + lo, g * hidden + hi) for lo, hi in zip(bounds[:-1], bounds[1:]) for g in range(gates)]
+    return np.concatenate(parts)
 
 
 def compile_network(
@@ -103,10 +107,11 @@ def compile_network(
         pes = placement.pes_of(spec.name)
         in_block, rec_block = len(blocks), len(blocks) + 1
         layer_rows.append([KIND_CODES[spec.kind], h, acc_off, state_off, pes.start, pes.stop, in_block, rec_block])
-        blocks.append((_interleave(t[f"{spec.name}.kernel"], gates), acc_off, gates, spec.name))
-        blocks.append((_interleave(t[f"{spec.name}.recurrent_kernel"], gates), acc_off, gates, spec.name))
-        bias_in.append(_interleave(t[f"{spec.name}.bias"][None, :], gates)[0])
-        bias_rec.append(_interleave(t[f"{spec.name}.recurrent_bias"][None, :], gates)[0])
+        order = pe_gate_order(placement.bounds[spec.name], h, gates)
+        blocks.append((np.ascontiguousarray(t[f"{spec.name}.kernel"][:, order]), acc_off, gates, spec.name))
+        blocks.append((np.ascontiguousarray(t[f"{spec.name}.recurrent_kernel"][:, order]), acc_off, gates, spec.name))
+        bias_in.append(t[f"{spec.name}.bias"][order])
+        bias_rec.append(t[f"{spec.name}.recurrent_bias"][order])
         thr.append(t[f"{spec.name}.thr"] if isinstance(spec, EGRUSpec) else np.zeros(h, np.float32))
         dense_macs.append(gates * h * (spec.input_size + h))
         acc_off += gates * h
