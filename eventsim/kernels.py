@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from eventsim.neurons import egru_step, lstm_step
+from eventsim.vmath import exp_into, sigmoid_into, tanh_into
 
 KIND_EGRU = 0
 KIND_LSTM = 1
@@ -69,8 +69,13 @@ def deliver(
 
 
 @njit(cache=True)
-def update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr, out_idx, out_val, counts_t):
-    """Update every neuron of recurrent layer ``l``; write its events; return their number."""
+def update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr, out_idx, out_val, counts_t, scratch):
+    """Update every neuron of recurrent layer ``l``; write its events; return their number.
+
+    Per PE, each gate is a contiguous vector (see :mod:`eventsim.network`), so the
+    gate nonlinearities run as vectorised passes (:mod:`eventsim.vmath`); the
+    equations are those of :func:`eventsim.neurons.egru_step` / ``lstm_step``.
+    """
     kind = layers[l, L_KIND]
     acc_off = layers[l, L_ACC_OFF]
     st_off = layers[l, L_STATE_OFF]
@@ -78,50 +83,72 @@ def update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr, ou
     for pe in range(layers[l, L_PE_FIRST], layers[l, L_PE_STOP]):
         start = pe_start[pe]
         n = pe_stop[pe] - start
+        c = state_c[st_off + start:st_off + start + n]
+        s0 = scratch[0, :n]
+        s1 = scratch[1, :n]
+        s2 = scratch[2, :n]
+        s3 = scratch[3, :n]
         emitted = 0
         if kind == KIND_EGRU:
             base = acc_off + 3 * start
+            ai_z, ai_r, ai_g = acc_in[base:base + n], acc_in[base + n:base + 2 * n], acc_in[base + 2 * n:base + 3 * n]
+            ar_z, ar_r, ar_g = acc_rec[base:base + n], acc_rec[base + n:base + 2 * n], acc_rec[base + 2 * n:base + 3 * n]
+            th = thr[st_off + start:st_off + start + n]
             for i in range(n):
-                a = base + i
-                y, c = egru_step(
-                    acc_in[a], acc_in[a + n], acc_in[a + 2 * n], acc_rec[a], acc_rec[a + n], acc_rec[a + 2 * n],
-                    state_c[st_off + start + i], thr[st_off + start + i],
-                )
-                state_c[st_off + start + i] = c
-                if y != 0.0:
+                s0[i] = ai_z[i] + ar_z[i]
+                s1[i] = ai_r[i] + ar_r[i]
+            sigmoid_into(s0, s0)  # z
+            sigmoid_into(s1, s1)  # r
+            for i in range(n):
+                s2[i] = ai_g[i] + s1[i] * ar_g[i]
+            tanh_into(s2, s2)  # g
+            for i in range(n):
+                c[i] = s0[i] * c[i] + (1.0 - s0[i]) * s2[i]
+            for i in range(n):
+                if c[i] >= th[i]:
                     out_idx[n_out] = start + i
-                    out_val[n_out] = y
+                    out_val[n_out] = c[i]
+                    c[i] -= th[i]
                     n_out += 1
                     emitted += 1
         else:
             base = acc_off + 4 * start
             for i in range(n):
-                a = base + i
-                h, c = lstm_step(
-                    acc_in[a] + acc_rec[a], acc_in[a + n] + acc_rec[a + n],
-                    acc_in[a + 2 * n] + acc_rec[a + 2 * n], acc_in[a + 3 * n] + acc_rec[a + 3 * n],
-                    state_c[st_off + start + i],
-                )
-                state_c[st_off + start + i] = c
+                s0[i] = acc_in[base + i] + acc_rec[base + i]
+                s1[i] = acc_in[base + n + i] + acc_rec[base + n + i]
+                s2[i] = acc_in[base + 2 * n + i] + acc_rec[base + 2 * n + i]
+                s3[i] = acc_in[base + 3 * n + i] + acc_rec[base + 3 * n + i]
+            sigmoid_into(s0, s0)  # i
+            sigmoid_into(s1, s1)  # f
+            tanh_into(s2, s2)  # g
+            sigmoid_into(s3, s3)  # o
+            for i in range(n):
+                c[i] = s1[i] * c[i] + s0[i] * s2[i]
+                s2[i] = c[i]
+            tanh_into(s2, s2)
+            for i in range(n):
                 out_idx[n_out] = start + i  # dense baseline: every h_i is sent, zero or not
-                out_val[n_out] = h
+                out_val[n_out] = s3[i] * s2[i]
                 n_out += 1
-                emitted += 1
+            emitted = n
         counts_t[C_EMITTED, pe] += emitted
         counts_t[C_UPDATES, pe] += n
     return n_out
 
 
 @njit(cache=True)
-def log_softmax_topk(logits, target, topk_ids, topk_lp):
+def log_softmax_topk(logits, target, topk_ids, topk_lp, buf):
     """Fill top-k ids and log-probabilities; return log p(target) (NaN when target < 0)."""
     m = -np.inf
     for v in range(logits.shape[0]):
         if logits[v] > m:
             m = logits[v]
+    for v in range(logits.shape[0]):
+        buf[v] = logits[v] - m
+    exp_into(buf, buf)
     s = 0.0
     for v in range(logits.shape[0]):
-        s += math.exp(logits[v] - m)
+        s += buf[v]
     lse = m + math.log(s)
     k = topk_ids.shape[0]
     for i in range(k):
@@ -165,6 +192,8 @@ def run_tokens(
     emb_dim = emb_table.shape[1]
     in_idx = np.empty(max(emb_dim, ev_idx.shape[1]), dtype=np.int32)
     in_val = np.empty(max(emb_dim, ev_idx.shape[1]), dtype=np.float64)
+    scratch = np.empty((4, np.max(pe_stop - pe_start)), dtype=np.float64)
+    lse_buf = np.empty(vocab, dtype=np.float64)
     for t in range(tokens.shape[0]):
         counts_t = counts[t]
         # Embedding: table row from off-chip memory; non-zero dimensions become graded events.
@@ -195,7 +224,7 @@ def run_tokens(
             deliver(block_first[b], block_stop[b], slices, rowptr, syn_idx, syn_val, dense_val, row_nnz,
                     ev_idx[l], ev_val[l], ev_count[l], acc_rec, counts_t)
             n_out = update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr,
-                                 ev_idx[l], ev_val[l], counts_t)
+                                 ev_idx[l], ev_val[l], counts_t, scratch)
             ev_count[l] = n_out
             layer_events[t, l] = n_out
             for e in range(n_out):
@@ -212,6 +241,6 @@ def run_tokens(
         deliver(block_first[readout_block], block_stop[readout_block], slices, rowptr, syn_idx, syn_val,
                 dense_val, row_nnz, in_idx, in_val, n_in, acc_in, counts_t)
         logits = acc_in[readout_off:readout_off + vocab]
-        target_lp[t] = log_softmax_topk(logits, targets[t], topk_ids[t], topk_lp[t])
+        target_lp[t] = log_softmax_topk(logits, targets[t], topk_ids[t], topk_lp[t], lse_buf)
         if record_logits:
             logits_out[t, :] = logits
