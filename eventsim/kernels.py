@@ -16,7 +16,8 @@ import math
 import numpy as np
 from numba import njit
 
-from eventsim.vmath import exp_into, sigmoid_into, tanh_into
+from eventsim.neurons import egru_cells, lstm_cells
+from eventsim.vmath import exp_into
 
 KIND_EGRU = 0
 KIND_LSTM = 1
@@ -73,8 +74,7 @@ def update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr, ou
     """Update every neuron of recurrent layer ``l``; write its events; return their number.
 
     Per PE, each gate is a contiguous vector (see :mod:`eventsim.network`), so the
-    gate nonlinearities run as vectorised passes (:mod:`eventsim.vmath`); the
-    equations are those of :func:`eventsim.neurons.egru_step` / ``lstm_step``.
+    cell updates of :mod:`eventsim.neurons` run as vectorised passes.
     """
     kind = layers[l, L_KIND]
     acc_off = layers[l, L_ACC_OFF]
@@ -84,51 +84,31 @@ def update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr, ou
         start = pe_start[pe]
         n = pe_stop[pe] - start
         c = state_c[st_off + start:st_off + start + n]
-        s0 = scratch[0, :n]
-        s1 = scratch[1, :n]
-        s2 = scratch[2, :n]
-        s3 = scratch[3, :n]
         emitted = 0
         if kind == KIND_EGRU:
-            base = acc_off + 3 * start
-            ai_z, ai_r, ai_g = acc_in[base:base + n], acc_in[base + n:base + 2 * n], acc_in[base + 2 * n:base + 3 * n]
-            ar_z, ar_r, ar_g = acc_rec[base:base + n], acc_rec[base + n:base + 2 * n], acc_rec[base + 2 * n:base + 3 * n]
+            b = acc_off + 3 * start
+            egru_cells(acc_in[b:b + n], acc_in[b + n:b + 2 * n], acc_in[b + 2 * n:b + 3 * n],
+                       acc_rec[b:b + n], acc_rec[b + n:b + 2 * n], acc_rec[b + 2 * n:b + 3 * n],
+                       c, scratch[0, :n], scratch[1, :n], scratch[2, :n])
             th = thr[st_off + start:st_off + start + n]
             for i in range(n):
-                s0[i] = ai_z[i] + ar_z[i]
-                s1[i] = ai_r[i] + ar_r[i]
-            sigmoid_into(s0, s0)  # z
-            sigmoid_into(s1, s1)  # r
-            for i in range(n):
-                s2[i] = ai_g[i] + s1[i] * ar_g[i]
-            tanh_into(s2, s2)  # g
-            for i in range(n):
-                c[i] = s0[i] * c[i] + (1.0 - s0[i]) * s2[i]
-            for i in range(n):
-                if c[i] >= th[i]:
+                if c[i] >= th[i]:  # fire a graded event, reset by subtraction
                     out_idx[n_out] = start + i
                     out_val[n_out] = c[i]
                     c[i] -= th[i]
                     n_out += 1
                     emitted += 1
         else:
-            base = acc_off + 4 * start
-            for i in range(n):
-                s0[i] = acc_in[base + i] + acc_rec[base + i]
-                s1[i] = acc_in[base + n + i] + acc_rec[base + n + i]
-                s2[i] = acc_in[base + 2 * n + i] + acc_rec[base + 2 * n + i]
-                s3[i] = acc_in[base + 3 * n + i] + acc_rec[base + 3 * n + i]
-            sigmoid_into(s0, s0)  # i
-            sigmoid_into(s1, s1)  # f
-            tanh_into(s2, s2)  # g
-            sigmoid_into(s3, s3)  # o
-            for i in range(n):
-                c[i] = s1[i] * c[i] + s0[i] * s2[i]
-                s2[i] = c[i]
-            tanh_into(s2, s2)
+            b = acc_off + 4 * start
+            for q in range(4):
+                s = scratch[q, :n]
+                for i in range(n):
+                    s[i] = acc_in[b + q * n + i] + acc_rec[b + q * n + i]
+            h = scratch[4, :n]
+            lstm_cells(scratch[0, :n], scratch[1, :n], scratch[2, :n], scratch[3, :n], c, h)
             for i in range(n):
                 out_idx[n_out] = start + i  # dense baseline: every h_i is sent, zero or not
-                out_val[n_out] = s3[i] * s2[i]
+                out_val[n_out] = h[i]
                 n_out += 1
             emitted = n
         counts_t[C_EMITTED, pe] += emitted
@@ -192,7 +172,7 @@ def run_tokens(
     emb_dim = emb_table.shape[1]
     in_idx = np.empty(max(emb_dim, ev_idx.shape[1]), dtype=np.int32)
     in_val = np.empty(max(emb_dim, ev_idx.shape[1]), dtype=np.float64)
-    scratch = np.empty((4, np.max(pe_stop - pe_start)), dtype=np.float64)
+    scratch = np.empty((5, np.max(pe_stop - pe_start)), dtype=np.float64)
     lse_buf = np.empty(vocab, dtype=np.float64)
     for t in range(tokens.shape[0]):
         counts_t = counts[t]
