@@ -1,0 +1,279 @@
+"""Chips as data: a TOML file per chip, loaded into frozen dataclasses.
+
+A chip file has five tables, every field named with its unit::
+
+    name = "mychip"
+    description = "..."
+    sources = ["...", "..."]          # references for the constants (free text)
+
+    [pe]        # processing elements: count, clock, SRAM, cycles per operation
+    [storage]   # word sizes of the weight slices and neuron state held in SRAM
+    [noc]       # 2D mesh network-on-chip: routers, links, packets
+    [dram]      # off-chip memory holding the embedding table
+    [energy]    # energy per operation / access / hop, static power
+
+The presets in ``hw/presets/*.toml`` say, field by field in comments, where each
+number comes from or why it was assumed. :func:`load_chip` takes a preset name
+or a path; any missing, unknown or ill-typed field is one :class:`EventsimError`
+line naming the field and the file.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from eventsim.errors import EventsimError
+
+if sys.version_info >= (3, 11):  # noqa: UP036 - setup.cfg still allows Python 3.10 (tomli)
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class PESpec:
+    """Processing elements: how many, how fast, how much SRAM, what each operation costs in cycles."""
+
+    count: int
+    clock_mhz: float
+    sram_bytes_per_pe: int
+    sram_banks_per_pe: int
+    sram_reserved_bytes_per_pe: int  # program code, stack, runtime: not available to the model
+    cycles_per_mac: float  # one synapse with a graded operand (load index, weight, accumulator; multiply-add; store)
+    cycles_per_ac: float  # one synapse with a binary operand (no multiply)
+    cycles_per_row_slice: float  # look up one row's slice (pointer pair, loop set-up)
+    cycles_per_event_received: float  # take one packet from the network interface, decode its key
+    cycles_per_event_emitted: float  # hand one packet to the network interface
+    cycles_per_neuron_update: float  # one neuron's state update and threshold test
+
+    @property
+    def ns_per_cycle(self) -> float:
+        return 1e3 / self.clock_mhz
+
+    @property
+    def usable_sram_bytes_per_pe(self) -> int:
+        return self.sram_bytes_per_pe - self.sram_reserved_bytes_per_pe
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """Sizes of what a PE keeps in SRAM, in bytes."""
+
+    value_bytes: int  # one weight
+    index_bytes: int  # one CSR column index
+    pointer_bytes: int  # one CSR row pointer
+    state_word_bytes: int  # one word of neuron state (accumulators, cell state, threshold, bias)
+    event_buffer_bytes_per_pe: int  # incoming-packet buffer
+    sram_access_bytes: int  # width of one SRAM access (what energy_pj_per_sram_access pays for)
+
+
+@dataclass(frozen=True)
+class NoCSpec:
+    """A 2D mesh of routers, each serving ``pes_per_router`` PEs, with XY multicast routing."""
+
+    mesh_columns: int
+    mesh_rows: int
+    pes_per_router: int
+    router_latency_ns: float  # one router traversal (routing decision and crossbar)
+    link_bandwidth_bytes_per_ns: float  # one direction of one router-to-router link
+    packet_bytes_graded: int  # key plus value payload (EGRU, LSTM, embedding, readout events)
+    packet_bytes_binary: int  # key only (spikes)
+
+    @property
+    def routers(self) -> int:
+        return self.mesh_columns * self.mesh_rows
+
+
+@dataclass(frozen=True)
+class DRAMSpec:
+    """Off-chip memory holding the embedding table."""
+
+    latency_ns: float  # first word of a row read
+    bandwidth_bytes_per_ns: float
+    word_bytes: int  # one access (what energy_pj_per_dram_word pays for)
+
+
+@dataclass(frozen=True)
+class EnergySpec:
+    """Energy of each counted thing. Per-cycle and per-operation energies add up."""
+
+    energy_pj_per_cycle: float  # a PE's core energy per busy cycle
+    energy_pj_per_mac: float
+    energy_pj_per_ac: float
+    energy_pj_per_neuron_update: float
+    energy_pj_per_event_received: float
+    energy_pj_per_event_emitted: float
+    energy_pj_per_sram_access: float
+    energy_pj_per_router_traversal: float  # per packet per router of its multicast tree
+    energy_pj_per_link_hop: float  # per packet per router-to-router link of its tree
+    energy_pj_per_dram_word: float
+    static_power_w_chip: float  # network, clocks, periphery, DRAM standby: paid whenever a token runs
+    static_power_w_per_pe: float  # leakage of one PE in use (unused PEs are taken as power-gated)
+
+
+SECTIONS: dict[str, type] = {
+    "pe": PESpec,
+    "storage": StorageSpec,
+    "noc": NoCSpec,
+    "dram": DRAMSpec,
+    "energy": EnergySpec,
+}
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One chip: its name, the references for its constants, and five tables of numbers."""
+
+    name: str
+    description: str
+    sources: tuple[str, ...]
+    pe: PESpec
+    storage: StorageSpec
+    noc: NoCSpec
+    dram: DRAMSpec
+    energy: EnergySpec
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "sources": list(self.sources)}
+        for section in SECTIONS:
+            spec = getattr(self, section)
+            out[section] = {f.name: getattr(spec, f.name) for f in fields(spec)}
+        return out
+
+    def to_toml(self) -> str:
+        """This chip as a TOML file that :func:`load_chip` reads back to an equal chip."""
+        d = self.to_dict()
+        lines = [f"name = {_toml_value(d['name'])}", f"description = {_toml_value(d['description'])}"]
+        lines.append("sources = [" + ", ".join(_toml_value(s) for s in d["sources"]) + "]")
+        for section in SECTIONS:
+            lines += ["", f"[{section}]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def preset_dir() -> Path:
+    return Path(str(resources.files("hw") / "presets"))
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in preset_dir().glob("*.toml"))
+
+
+def load_chip(name_or_path: str | Path) -> Chip:
+    """A preset by name (``spinnaker2``, ``cmos45``) or a chip TOML file by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    looks_like_path = path.suffix == ".toml" or "/" in text or "\\" in text or path.exists()
+    if not looks_like_path:
+        if text not in list_presets():
+            raise EventsimError(
+                f"unknown chip {text!r}: presets are {', '.join(list_presets())} (or give a path to a .toml file)"
+            )
+        path = preset_dir() / f"{text}.toml"
+    if not path.is_file():
+        raise EventsimError(f"{path}: no such chip file")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise EventsimError(f"{path}: not a valid TOML file ({exc})") from None
+    except UnicodeDecodeError:
+        raise EventsimError(f"{path}: not a valid TOML file (not UTF-8 text)") from None
+    return chip_from_dict(data, str(path))
+
+
+def chip_from_dict(data: dict[str, Any], where: str) -> Chip:
+    """Validate a parsed chip file; the first problem found is one line naming the field and ``where``."""
+    known = {"name", "description", "sources", *SECTIONS}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise EventsimError(f"{where}: unknown top-level field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    name = _require(data, "name", str, where, "")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise EventsimError(f"{where}: field description must be a string, got {_show(description)}")
+    sources = data.get("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise EventsimError(f"{where}: field sources must be a list of strings")
+    sections = {}
+    for section, cls in SECTIONS.items():
+        table = data.get(section)
+        if not isinstance(table, dict):
+            raise EventsimError(f"{where}: missing table [{section}]")
+        sections[section] = _load_section(table, section, cls, where)
+    chip = Chip(name=name, description=description, sources=tuple(sources), **sections)
+    _check_consistency(chip, where)
+    return chip
+
+
+def _load_section(table: dict[str, Any], section: str, cls: type, where: str):
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(table) - set(names))
+    if unknown:
+        raise EventsimError(f"{where}: unknown field [{section}] {unknown[0]} (known: {', '.join(names)})")
+    values = {}
+    for f in fields(cls):
+        kind = int if f.type in ("int", int) else float
+        value = _require(table, f.name, kind, where, f"[{section}] ")
+        if value < 0:
+            raise EventsimError(f"{where}: field [{section}] {f.name} must not be negative, got {value!r}")
+        values[f.name] = float(value) if kind is float else value
+    return cls(**values)
+
+
+def _require(table: dict[str, Any], key: str, kind: type, where: str, prefix: str):
+    if key not in table:
+        raise EventsimError(f"{where}: missing field {prefix}{key}")
+    value = table[key]
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        what = {int: "an integer", float: "a number", str: "a string"}[kind]
+        raise EventsimError(f"{where}: field {prefix}{key} must be {what}, got {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+POSITIVE = {
+    "pe": ("count", "clock_mhz", "sram_bytes_per_pe", "sram_banks_per_pe"),
+    "storage": ("value_bytes", "index_bytes", "pointer_bytes", "state_word_bytes", "sram_access_bytes"),
+    "noc": ("mesh_columns", "mesh_rows", "pes_per_router", "link_bandwidth_bytes_per_ns",
+            "packet_bytes_graded", "packet_bytes_binary"),
+    "dram": ("bandwidth_bytes_per_ns", "word_bytes"),
+}
+
+
+def _check_consistency(chip: Chip, where: str) -> None:
+    for section, names in POSITIVE.items():
+        spec = getattr(chip, section)
+        for n in names:
+            if getattr(spec, n) <= 0:
+                raise EventsimError(f"{where}: field [{section}] {n} must be positive, got {getattr(spec, n)!r}")
+    pe, noc = chip.pe, chip.noc
+    if pe.sram_reserved_bytes_per_pe >= pe.sram_bytes_per_pe:
+        raise EventsimError(
+            f"{where}: field [pe] sram_reserved_bytes_per_pe ({pe.sram_reserved_bytes_per_pe}) leaves no SRAM "
+            f"of sram_bytes_per_pe ({pe.sram_bytes_per_pe})"
+        )
+    slots = noc.routers * noc.pes_per_router
+    if pe.count > slots:
+        raise EventsimError(
+            f"{where}: field [pe] count ({pe.count}) exceeds the mesh: {noc.mesh_columns} x {noc.mesh_rows} "
+            f"routers x {noc.pes_per_router} PEs = {slots}"
+        )
