@@ -358,7 +358,8 @@ def train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     result = {"finished": info["epoch"] >= args.epochs, "epoch": info["epoch"]}
     if result["finished"]:
         model.load_state_dict(best)
-        valid = evaluate(model, corpus.valid, args.eval_batch_size, args.bptt, rank, world)
+        best_record = info["history"][info["best_epoch"] - 1]
+        valid = {"ppl": best_record["valid_ppl"], "activity": best_record["valid_activity"]}
         test = evaluate(model, corpus.test, args.eval_batch_size, args.bptt, rank, world)
         provenance = {
             "dataset": corpus.name,
