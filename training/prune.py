@@ -1,0 +1,371 @@
+"""Iterative global magnitude pruning of a trained language model, one checkpoint per level.
+
+    python -m training.prune --checkpoint egru.safetensors --corpus news --out-dir runs/prune \\
+        --levels 0,20,40,60,80,90,95 --epochs-per-level 1
+
+Pruning is global and unstructured over every ``kernel`` and ``recurrent_kernel``
+of every recurrent layer (the embedding, which the decoder shares, and all biases
+and thresholds are kept): at level s %, the round(s/100 * N) weights of smallest
+magnitude among all N of them are zero. Levels are taken in ascending order;
+each starts from the model of the level before, so a weight once pruned stays
+pruned. After each pruning step the model is fine-tuned for
+``--epochs-per-level`` epochs with the masks held fixed (re-applied after every
+optimizer step), and written to ``OUT_DIR/{name}_s{level:02d}.safetensors``.
+Level 0 writes the starting model unchanged. The manifest provenance records
+the level, the measured sparsity of every tensor, the global sparsity of the
+pruned tensors and the base checkpoint's SHA-256.
+
+Resuming: a level whose checkpoint already exists is not redone; the run
+continues from it. Checkpoints are written to a temporary name and renamed, so
+an interrupted run leaves no half-written level behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from eventsim.checkpoint import load_checkpoint, read_manifest
+from eventsim.errors import EventsimError
+from training.corpus import load_corpus
+from training.lm import LanguageModel, detach_state, save_lm
+from training.train_lm import UsageError, batchify, epoch_seed, evaluate, git_commit, lr_at, weight_sparsity
+
+PROG = "prune"
+DEFAULT_LEVELS = (20, 40, 60, 70, 80, 85, 90, 95)
+PRUNABLE_PARAMS = ("kernel", "recurrent_kernel")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Iterative global magnitude pruning with fine-tuning; one checkpoint per level.")
+    p.add_argument("--checkpoint", required=True, help="trained language model (.safetensors) to start from")
+    p.add_argument("--corpus", default="news", help="corpus to fine-tune on: news | ptb | wikitext2 | text file")
+    p.add_argument("--data-dir", help="folder with the ptb / wikitext2 files")
+    p.add_argument("--out-dir", required=True, help="folder for {name}_s{level:02d}.safetensors")
+    p.add_argument("--name", help="file name prefix (default: the model's cell kind, egru or lstm)")
+    p.add_argument("--levels", default=",".join(map(str, DEFAULT_LEVELS)),
+                   help="sparsity levels in percent, ascending integers in [0, 100) (default %(default)s)")
+    p.add_argument("--epochs-per-level", type=int, default=1, help="fine-tuning epochs after each pruning step (0: none)")
+    p.add_argument("--max-train-tokens", type=int, help="fine-tune on the first N training tokens only")
+    p.add_argument("--max-eval-tokens", type=int, help="validate on the first N validation tokens only")
+    p.add_argument("--bptt", type=int, default=70)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--eval-batch-size", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of each level's fine-tuning")
+    p.add_argument("--warmup-steps", type=int, default=20)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=0.5, help="max gradient norm (0: no clipping)")
+    p.add_argument("--dropout", type=float, default=0.1, help="locked dropout on inputs, between layers and on outputs")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_levels(text: str) -> list[int]:
+    try:
+        levels = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--levels must be integers (percent) separated by commas, got {text!r}") from None
+    if not levels:
+        raise UsageError("--levels is empty")
+    if any(not 0 <= v < 100 for v in levels):
+        raise UsageError(f"--levels must lie in [0, 100), got {levels}")
+    if levels != sorted(set(levels)):
+        raise UsageError(f"--levels must be strictly ascending, got {levels}")
+    return levels
+
+
+def level_path(out_dir: Path, name: str, level: int) -> Path:
+    return out_dir / f"{name}_s{level:02d}.safetensors"
+
+
+def prunable(model: LanguageModel) -> dict[str, nn.Parameter]:
+    """Every kernel and recurrent kernel, by checkpoint tensor name."""
+    return {n: p for n, p in model.named_parameters() if n.startswith("layers.") and n.split(".")[-1] in PRUNABLE_PARAMS}
+
+
+def global_magnitude_masks(weights: dict[str, torch.Tensor], level_percent: int) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks so that exactly round(level/100 * N) of all N weights are pruned.
+
+    Weights already zero rank first (they were pruned at an earlier level); the
+    rest by magnitude; equal magnitudes in the order of the tensors and their
+    flat index, so the masks are reproducible.
+    """
+    names = list(weights)
+    flat = torch.cat([weights[n].detach().reshape(-1).to(torch.float64).abs() for n in names])
+    flat[flat == 0] = -1.0
+    total = flat.numel()
+    k = int(round(level_percent / 100.0 * total))
+    keep = torch.ones(total, dtype=torch.bool)
+    if k > 0:
+        order = torch.sort(flat, stable=True).indices
+        keep[order[:k]] = False
+    masks, start = {}, 0
+    for n in names:
+        size = weights[n].numel()
+        masks[n] = keep[start : start + size].view_as(weights[n])
+        start += size
+    return masks
+
+
+@torch.no_grad()
+def apply_masks(params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor]) -> None:
+    for name, p in params.items():
+        p.mul_(masks[name].to(p.dtype))
+
+
+def masks_from_zeros(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
+    return {n: p.detach() != 0 for n, p in params.items()}
+
+
+def global_sparsity(params: dict[str, nn.Parameter]) -> float:
+    total = sum(p.numel() for p in params.values())
+    zeros = sum(int((p.detach() == 0).sum()) for p in params.values())
+    return zeros / max(1, total)
+
+
+def fine_tune_epoch(
+    model: LanguageModel,
+    data: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    masks: dict[str, torch.Tensor],
+    args: argparse.Namespace,
+    step0: int,
+    total_steps: int,
+    desc: str,
+) -> tuple[float, int]:
+    """One pass of truncated BPTT over ``data [N, streams]``; masks re-applied after each step.
+
+    Returns (mean training loss, steps taken). The step is train_lm's, plus the masks.
+    """
+    from tqdm import tqdm
+
+    params = prunable(model)
+    model.train()
+    state, loss_sum, n = None, 0.0, 0
+    bar = tqdm(range(0, data.shape[0] - 1, args.bptt), desc=desc, disable=args.quiet, mininterval=5.0, leave=False)
+    for i in bar:
+        seq = min(args.bptt, data.shape[0] - 1 - i)
+        x, y = data[i : i + seq], data[i + 1 : i + 1 + seq]
+        lr = lr_at(step0 + n, total_steps, args.lr, args.warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        logits, state, _ = model(x, detach_state(state))
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        opt.step()
+        apply_masks(params, masks)
+        model.clamp_thresholds()
+        loss_sum, n = loss_sum + loss.item(), n + 1
+        if n % 20 == 0:
+            bar.set_postfix(ppl=f"{math.exp(min(loss_sum / n, 50)):.1f}")
+    bar.close()
+    return loss_sum / max(1, n), n
+
+
+def build_model(path: str | os.PathLike, dropout: float) -> tuple[LanguageModel, object]:
+    """The torch model of a checkpoint, with dropout for fine-tuning; EGRU surrogate settings from its provenance."""
+    ckpt = load_checkpoint(path)
+    manifest = ckpt.manifest
+    if manifest.model_kind != "language_model":
+        raise EventsimError(f"{path}: holds a {manifest.model_kind!r}, not a language_model")
+    recurrent = manifest.recurrent_layers
+    config = manifest.provenance.get("config", {}) if isinstance(manifest.provenance.get("config"), dict) else {}
+    kinds = [s.kind for s in recurrent]
+    egru_options = None
+    if "egru" in kinds:
+        egru_options = {k: float(config[k]) for k in ("dampening", "support") if k in config}
+    model = LanguageModel(
+        vocab_size=manifest.layers[0].num_embeddings,
+        emb_size=manifest.layers[0].embedding_dim,
+        hidden_sizes=[s.hidden_size for s in recurrent],
+        kind=kinds,
+        dropout_in=dropout, dropout_hidden=dropout, dropout_out=dropout,
+        egru_options=egru_options,
+    )
+    expected = set(model.state_dict())
+    if expected != set(ckpt.tensors):
+        raise EventsimError(f"{path}: tensors {sorted(set(ckpt.tensors) ^ expected)} do not match the model")
+    model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in ckpt.tensors.items()})
+    return model, manifest
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def validate_args(args: argparse.Namespace) -> list[int]:
+    for name in ("bptt", "batch_size", "eval_batch_size"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("max_train_tokens", "max_eval_tokens", "threads"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if args.epochs_per_level < 0:
+        raise UsageError(f"--epochs-per-level must not be negative, got {args.epochs_per_level}")
+    if not args.lr > 0 or args.weight_decay < 0 or args.clip < 0 or args.warmup_steps < 0:
+        raise UsageError("--lr must be positive; --weight-decay, --clip and --warmup-steps non-negative")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.name is not None and (not args.name or any(c in args.name for c in "/\\")):
+        raise UsageError(f"--name must be a plain file name prefix, got {args.name!r}")
+    if not Path(args.checkpoint).is_file():
+        raise UsageError(f"{args.checkpoint}: no such checkpoint file")
+    return parse_levels(args.levels)
+
+
+def prune(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    """Run the schedule; returns the checkpoint of every level (existing ones included)."""
+    levels = validate_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base_sha = file_sha256(args.checkpoint)
+    base_manifest = read_manifest(args.checkpoint)
+    kinds = sorted({s.kind for s in base_manifest.recurrent_layers})
+    name = args.name or "_".join(kinds)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [level_path(out_dir, name, lv) for lv in levels]
+
+    # Resume: the highest level already written is where pruning continues.
+    for lv, p in zip(levels, paths):
+        if p.exists():
+            prov = read_manifest(p).provenance.get("pruning", {})
+            if prov.get("base_sha256") != base_sha or prov.get("level_percent") != lv:
+                raise EventsimError(
+                    f"{p}: exists but was not pruned from {args.checkpoint} to level {lv} "
+                    f"(its provenance says base {str(prov.get('base_sha256'))[:12]}, level {prov.get('level_percent')}); "
+                    f"move it away or pick another --out-dir"
+                )
+    todo = [lv for lv, p in zip(levels, paths) if not p.exists()]
+    if not todo:
+        print(f"{PROG}: all {len(levels)} levels exist in {out_dir}; nothing to do", file=sys.stderr)
+        return paths
+    done_below = [i for i, (lv, p) in enumerate(zip(levels, paths)) if p.exists() and lv < todo[0]]
+    start_path = paths[done_below[-1]] if done_below else Path(args.checkpoint)
+    model, _ = build_model(start_path, args.dropout)
+    params = prunable(model)
+    if start_path != Path(args.checkpoint):
+        print(f"{PROG}: resuming from {start_path}", file=sys.stderr)
+
+    vocabulary = base_manifest.vocabulary
+    corpus = load_corpus(args.corpus, data_dir=args.data_dir, vocab_size=len(vocabulary),
+                         max_train_tokens=args.max_train_tokens, max_eval_tokens=args.max_eval_tokens)
+    if tuple(corpus.vocabulary) != tuple(vocabulary):
+        raise EventsimError(
+            f"{args.checkpoint}: its vocabulary differs from corpus {args.corpus!r} at vocabulary size "
+            f"{len(vocabulary)}; fine-tune on the corpus the model was trained on"
+        )
+    train_data = batchify(corpus.train, args.batch_size)
+    if train_data.shape[0] < 2:
+        raise UsageError(f"training split ({len(corpus.train)} tokens) is too short for {args.batch_size} streams")
+    steps_per_epoch = math.ceil((train_data.shape[0] - 1) / args.bptt)
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "training.prune", *argv])
+
+    for lv, path in zip(levels, paths):
+        if path.exists():
+            if lv > todo[0]:  # a level above a missing one: continue from it
+                model, _ = build_model(path, args.dropout)
+                params = prunable(model)
+            continue
+        t0 = time.time()
+        masks = global_magnitude_masks(dict(params), lv)
+        if global_sparsity(params) > lv / 100.0 + 1e-12:
+            raise EventsimError(f"{start_path}: already sparser than level {lv} %; give levels above the start")
+        apply_masks(params, masks)
+        history = []
+        epochs = args.epochs_per_level if lv > 0 else 0
+        if epochs:
+            decay = [p for n, p in model.named_parameters() if n.endswith(("kernel", "weight"))]
+            no_decay = [p for n, p in model.named_parameters() if not n.endswith(("kernel", "weight"))]
+            opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                     {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+            step = 0
+            for epoch in range(epochs):
+                torch.manual_seed(epoch_seed(args.seed, lv * 1000 + epoch, 0))
+                loss, n = fine_tune_epoch(model, train_data, opt, masks, args, step, steps_per_epoch * epochs,
+                                          desc=f"level {lv}% epoch {epoch + 1}/{epochs}")
+                step += n
+                history.append({"epoch": epoch + 1, "train_ppl": math.exp(min(loss, 50.0))})
+        valid = evaluate(model, corpus.valid, args.eval_batch_size, args.bptt, 0, 1)
+        sparsity = weight_sparsity(model)
+        level_sparsity = global_sparsity(params)
+        base = base_manifest.provenance
+        provenance = {k: base[k] for k in ("dataset", "vocab_size", "seed", "torch") if k in base}
+        provenance.update({
+            "level_percent": lv,
+            "weight_sparsity": sparsity,
+            "global_weight_sparsity": level_sparsity,
+            "valid_perplexity": valid["ppl"],
+            "valid_activity": valid["activity"],
+            "pruning": {
+                "method": "global unstructured magnitude, iterative, masks fixed while fine-tuning",
+                "level_percent": lv,
+                "schedule_percent": levels,
+                "pruned_tensors": sorted(params),
+                "global_weight_sparsity": level_sparsity,
+                "epochs_per_level": epochs,
+                "fine_tune": history,
+                "fine_tune_corpus": corpus.name,
+                "fine_tune_train_tokens": int(len(corpus.train)),
+                "base_checkpoint": str(args.checkpoint),
+                "base_sha256": base_sha,
+                "seconds": round(time.time() - t0, 1),
+                "command": command,
+                "git_commit": git_commit(),
+            },
+            "base_provenance": base,
+        })
+        tmp = path.with_name(path.name + ".tmp")
+        save_lm(tmp, model, vocabulary, provenance)
+        tmp.replace(path)
+        activity = ", ".join(f"{a:.3f}" for a in valid["activity"])
+        print(f"level {lv:2d}%: weight sparsity {level_sparsity:.4f}  valid ppl {valid['ppl']:.2f}  "
+              f"activity [{activity}]  {time.time() - t0:.0f}s -> {path}", flush=True)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        prune(args, argv)
+    except (UsageError, EventsimError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{PROG}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished levels are kept, rerun the same command to go on", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
