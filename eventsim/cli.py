@@ -12,6 +12,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from analysis import plots as plot_command
+from analysis import sweep as sweep_command
 from eventsim import __version__
 from eventsim.errors import EventsimError
 
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the tables")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_chip_arguments(sim)
+    sweep_command.add_parser(sub)
+    plot_command.add_parser(sub)
     return parser
 
 
@@ -147,7 +151,7 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"simulate": cmd_simulate}
+COMMANDS = {"simulate": cmd_simulate, "sweep": sweep_command.run, "plot": plot_command.run}
 
 
 def main(argv: list[str] | None = None) -> int:
