@@ -19,7 +19,7 @@ pytest.importorskip("datasets")
 from eventsim.checkpoint import load_checkpoint  # noqa: E402
 from training.corpus import load_corpus  # noqa: E402
 from training.egru import EGRU, EventStep, egru_step  # noqa: E402
-from training.lm import LanguageModel, import_evnn_state_dict, load_lm, save_lm  # noqa: E402
+from training.lm import LanguageModel, import_evnn_state_dict, load_lm, oracle_run, save_lm  # noqa: E402
 from training.lstm import LSTM  # noqa: E402
 from training.train_lm import main as train_main  # noqa: E402
 
@@ -179,6 +179,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, kind):
     run64 = double.run_tokens(ids)
     assert run64.logits.dtype == np.float64 and run64.layer_outputs[0].shape == (len(ids), 9)
     np.testing.assert_allclose(run64.logits, a.logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(oracle_run(path, ids).logits, run64.logits)
 
 
 def test_run_tokens_carries_state():

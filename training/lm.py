@@ -227,6 +227,12 @@ def load_lm(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tupl
     return model, ckpt.manifest
 
 
+def oracle_run(path: str | os.PathLike, token_ids: Sequence[int] | np.ndarray, dtype: torch.dtype = torch.float64) -> TokenRun:
+    """Logits and per-layer outputs of a checkpoint on ``token_ids`` (batch 1, from a zero state)."""
+    model, _ = load_lm(path, dtype=dtype)
+    return model.run_tokens(token_ids)
+
+
 _EVNN_LAYER = re.compile(r"^(?:(.*?)\.)?(\d+)\.(kernel|recurrent_kernel|bias|recurrent_bias|thr)$")
 _EVNN_BARE = re.compile(r"^(kernel|recurrent_kernel|bias|recurrent_bias|thr)$")
 _EMBEDDING_KEYS = ("embedding.weight", "embeddings.weight", "encoder.weight", "embed.weight", "emb.weight")
