@@ -82,11 +82,11 @@ class MulticastTree:
 def multicast_tree(source_pe: int, dest_pes: np.ndarray, routers: np.ndarray, noc: NoCSpec) -> MulticastTree:
     """XY multicast tree from ``source_pe`` to ``dest_pes`` (PE ids; ``routers[pe]`` is each PE's router)."""
     src = int(routers[source_pe])
-    children: dict[int, set[int]] = {}
     local: dict[int, list[int]] = {}
-    for q in dest_pes:
-        dst = int(routers[q])
-        local.setdefault(dst, []).append(int(q))
+    for q, r in zip(dest_pes.tolist(), routers[dest_pes].tolist()):
+        local.setdefault(r, []).append(q)
+    children: dict[int, set[int]] = {}
+    for dst in local:
         path = xy_path(src, dst, noc)
         for a, b in zip(path[:-1], path[1:]):
             children.setdefault(a, set()).add(b)

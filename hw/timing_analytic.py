@@ -45,8 +45,8 @@ def schedule_steps(
     ``src_idx[src_ptr[q]:src_ptr[q + 1]]`` are the PEs feeding q in the same step
     (all numbered below q); ``ready_ns[t, q]`` is when q can start with all its work
     (DRAM read plus every received event's work), the queue bound of the formula above.
-    ``reuse_order[q]``: q has the same sources at the same distances as q - 1 (same
-    layer, same router), so its trains arrive in the same order.
+    ``reuse_order[q]``: q has the same sources as q - 1 and sits on the same router,
+    so its trains arrive in the same order.
     """
     T, P = start.shape
     K = sizes.shape[2]
@@ -90,7 +90,7 @@ def analytic_timing(w: Workload) -> Timing:
     src_ptr = np.concatenate([[0], np.cumsum(fwd.sum(axis=1))]).astype(np.int64)
     src_idx = np.nonzero(fwd)[1].astype(np.int64)
     reuse = np.zeros(P, dtype=np.bool_)
-    reuse[1:] = (w.routers[1:] == w.routers[:-1]) & (w.population[1:] == w.population[:-1])
+    reuse[1:] = (w.routers[1:] == w.routers[:-1]) & (fwd[1:] == fwd[:-1]).all(axis=1)
     start = np.zeros((T, P))
     release = np.zeros((T, P, K))
     schedule_steps(

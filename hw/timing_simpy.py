@@ -37,11 +37,11 @@ from hw.workload import Workload
 
 
 class _Train:
-    __slots__ = ("source", "tree", "events", "packets", "packet_ns")
+    __slots__ = ("source", "nodes", "events", "packets", "packet_ns")
 
-    def __init__(self, source, tree, events, packets, packet_ns):
+    def __init__(self, source, nodes, events, packets, packet_ns):
         self.source = source
-        self.tree = tree
+        self.nodes = nodes  # router -> (has local destinations, local same-step consumers, ((port, next router), ...))
         self.events = events
         self.packets = packets
         self.packet_ns = packet_ns
@@ -99,7 +99,7 @@ class _Router:
 
     def run(self):
         sim = self.sim
-        env, latency, routers, inbox = sim.env, sim.router_ns, sim.routers, self.inbox
+        env, latency, inbox, rid = sim.env, sim.router_ns, self.inbox, self.id
         while True:
             if not inbox:
                 self.wake = env.event()
@@ -107,16 +107,16 @@ class _Router:
             now = env.now
             while inbox:
                 train, lag = inbox.popleft()
-                tree = train.tree
-                local = tree.local.get(self.id)
-                if local:
-                    done = env.timeout(latency + lag, value=(train, local))
-                    done.callbacks.append(sim.deliver)
-                for nxt in tree.children.get(self.id, ()):
-                    grant = self.ports[nxt].grant(now + latency, train)
+                has_local, consumers, ports = train.nodes[rid]
+                if has_local:  # an event even for next-step consumers: the step ends when they have it
+                    done = env.timeout(latency + lag, value=(train, consumers))
+                    if consumers:
+                        done.callbacks.append(sim.deliver)
+                for port, nxt in ports:
+                    grant = port.grant(now + latency, train)
                     head = env.timeout(grant + train.packet_ns - now,
                                        value=(train, (train.packets - 1) * train.packet_ns))
-                    head.callbacks.append(routers[nxt].arrive)
+                    head.callbacks.append(nxt.arrive)
 
 
 class _PEState:
@@ -131,21 +131,27 @@ class _Sim:
         self.routers = {}
         for r in range(w.chip.noc.routers):
             self.routers[r] = _Router(self, r)
-        for tree in w.trees:
-            for r, nxt in (tree.children.items() if tree else ()):
-                for n in nxt:
-                    self.routers[r].ports.setdefault(n, _Port())
+        self.nodes = [self._nodes(p, tree) for p, tree in enumerate(w.trees)]
         self.pe = [_PEState() for _ in range(w.pe_count)]
         self.forward_int = w.forward.astype(np.int64)
 
+    def _nodes(self, source: int, tree) -> dict | None:
+        """What each router of ``source``'s tree does with its trains."""
+        if tree is None:
+            return None
+        nodes = {}
+        for r in set(tree.local) | set(tree.children) | {tree.source_router}:
+            local = tree.local.get(r, ())
+            consumers = tuple(q for q in local if self.w.forward[source, q])
+            ports = tuple((self.routers[r].ports.setdefault(n, _Port()), self.routers[n])
+                          for n in tree.children.get(r, ()))
+            nodes[r] = (bool(local), consumers, ports)
+        return nodes
     def deliver(self, event) -> None:
-        """A train's last packet is at its local destination PEs (next-step consumers just hold it)."""
-        train, local = event.value
+        """A train's last packet is at its local same-step consumers: each serves it after its queue."""
+        train, consumers = event.value
         now = self.env.now
-        forward = self.w.forward[train.source]
-        for q in local:
-            if not forward[q]:
-                continue
+        for q in consumers:
             st = self.pe[q]
             st.free_at = max(st.free_at, now) + train.events * st.per_event_ns
             st.pending -= 1
@@ -164,14 +170,14 @@ class _Sim:
             yield env.timeout(st.free_at - env.now)
         start = env.now
         update = w.update_ns[t, q]
-        tree = w.trees[q]
+        nodes = self.nodes[q]
         router = self.routers[int(w.routers[q])]
         for i in range(int(w.train_count[t, q])):
             release = start + frac[i] * update
             if release > env.now:
                 yield env.timeout(release - env.now)
             n = int(sizes[i])
-            router.put((_Train(q, tree, n, max(n, 1), w.packet_ns[q]), 0.0))
+            router.put((_Train(q, nodes, n, max(n, 1), w.packet_ns[q]), 0.0))
         if start + update > env.now:
             yield env.timeout(start + update - env.now)
         out["start"][q] = start - t0
