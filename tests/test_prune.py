@@ -128,6 +128,19 @@ def test_resume_skips_existing_levels_and_continues_from_the_last(tiny, tmp_path
     assert "nothing to do" in capsys.readouterr().err
 
 
+def test_a_base_rewritten_with_other_provenance_still_matches(tiny, tmp_path, capsys):
+    from dataclasses import replace
+
+    from eventsim.checkpoint import save_checkpoint
+
+    dense = load_checkpoint(tiny["dense"]["lstm"])
+    base = tmp_path / "lstm.safetensors"
+    save_checkpoint(base, replace(dense.manifest, provenance={"note": "rewritten"}), dense.tensors)
+    assert base.read_bytes() != tiny["dense"]["lstm"].read_bytes()
+    assert prune_main(prune_argv(base, tiny["corpus"], tiny["out_dir"])) == 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
 def test_refuses_a_level_file_from_another_base(tiny, tmp_path, capsys):
     out = tmp_path / "pruned"
     out.mkdir()

@@ -13,7 +13,8 @@ pruned. After each pruning step the model is fine-tuned for
 optimizer step), and written to ``OUT_DIR/{name}_s{level:02d}.safetensors``.
 Level 0 writes the starting model unchanged. The manifest provenance records
 the level, the measured sparsity of every tensor, the global sparsity of the
-pruned tensors and the base checkpoint's SHA-256.
+pruned tensors and a SHA-256 of the base checkpoint's tensors (so a base
+rewritten with other provenance but the same weights still matches on resume).
 
 Resuming: a level whose checkpoint already exists is not redone; the run
 continues from it. Checkpoints are written to a temporary name and renamed, so
@@ -210,11 +211,14 @@ def build_model(path: str | os.PathLike, dropout: float) -> tuple[LanguageModel,
     return model, manifest
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def weights_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 over a checkpoint's tensors (names, shapes, float32 bytes), blind to its provenance."""
+    ckpt = load_checkpoint(path)
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    for name in sorted(ckpt.tensors):
+        arr = np.ascontiguousarray(ckpt.tensors[name], dtype=np.float32)
+        h.update(f"{name}:{list(arr.shape)};".encode())
+        h.update(arr.tobytes())
     return h.hexdigest()
 
 
@@ -244,7 +248,7 @@ def prune(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     levels = validate_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    base_sha = file_sha256(args.checkpoint)
+    base_sha = weights_sha256(args.checkpoint)
     base_manifest = read_manifest(args.checkpoint)
     kinds = sorted({s.kind for s in base_manifest.recurrent_layers})
     name = args.name or "_".join(kinds)
@@ -256,10 +260,10 @@ def prune(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     for lv, p in zip(levels, paths):
         if p.exists():
             prov = read_manifest(p).provenance.get("pruning", {})
-            if prov.get("base_sha256") != base_sha or prov.get("level_percent") != lv:
+            if prov.get("base_weights_sha256") != base_sha or prov.get("level_percent") != lv:
                 raise EventsimError(
                     f"{p}: exists but was not pruned from {args.checkpoint} to level {lv} "
-                    f"(its provenance says base {str(prov.get('base_sha256'))[:12]}, level {prov.get('level_percent')}); "
+                    f"(its provenance says base {str(prov.get('base_weights_sha256'))[:12]}, level {prov.get('level_percent')}); "
                     f"move it away or pick another --out-dir"
                 )
     todo = [lv for lv, p in zip(levels, paths) if not p.exists()]
@@ -334,7 +338,7 @@ def prune(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
                 "fine_tune_corpus": corpus.name,
                 "fine_tune_train_tokens": int(len(corpus.train)),
                 "base_checkpoint": str(args.checkpoint),
-                "base_sha256": base_sha,
+                "base_weights_sha256": base_sha,
                 "seconds": round(time.time() - t0, 1),
                 "command": command,
                 "git_commit": git_commit(),
