@@ -70,7 +70,7 @@ def schedule_steps(
                     n += 1
             if n > 0:
                 if not reuse_order[q] or order.size != n:
-                    order = np.argsort(buf_ready[:n])
+                    order = np.argsort(buf_ready[:n], kind="mergesort")
                 after = 0.0
                 for k in range(n - 1, -1, -1):
                     after += buf_work[order[k]]
