@@ -253,6 +253,11 @@ def pes_by_sparsity(checkpoint: Checkpoint, chip: Chip, sparsities) -> list[dict
 def _fewest_pes(b: _Bytes, cap: int, first_pe: int) -> int:
     """Fewest contiguous parts with ``fixed + bytes <= cap`` (greedy filling is optimal for contiguous parts)."""
     room = cap - b.fixed
+    if room <= 0:
+        raise EventsimError(
+            f"layer {b.cost.name!r}: its row pointers and event buffer alone need {b.fixed} bytes on every PE "
+            f"(PE {first_pe} first), the PE has {cap}: overflow {b.fixed - cap} bytes"
+        )
     big = int(np.argmax(b.per_neuron)) if b.per_neuron.size else 0
     if b.per_neuron.size and b.per_neuron[big] > room:
         need = int(b.per_neuron[big] + b.fixed)

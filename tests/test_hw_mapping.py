@@ -85,6 +85,12 @@ def test_single_neuron_that_cannot_fit():
         map_model(tiny_checkpoint(), chip, "auto")
 
 
+def test_fixed_part_that_cannot_fit():
+    chip = small_sram_chip(2048 + 10)  # the EGRU PE's 12 B of row pointers and 2048 B buffer do not fit
+    with pytest.raises(EventsimError, match=r"layer 'layers.0': its row pointers .* 2060 bytes .* overflow 2 bytes"):
+        map_model(tiny_checkpoint(), chip, "auto")
+
+
 def test_model_larger_than_chip_and_bad_pe_counts():
     ck = tiny_checkpoint()
     chip = small_sram_chip(2048 + 12 + 100, count=3)
