@@ -65,8 +65,7 @@ class Workload:
     tree_links: np.ndarray  # [pes]
     tree_routers: np.ndarray  # [pes]
     packet_ns: np.ndarray  # [pes] link time of one of p's packets
-    recurrent_events: np.ndarray  # [steps, pes] waiting at the step's start
-    forward_events: np.ndarray  # [steps, pes] arriving during the step
+    forward_events: np.ndarray  # [steps, pes] arriving during the step (the rest waited from the step before)
     per_event_ns: np.ndarray  # [steps, pes]
     accumulate_ns: np.ndarray  # [steps, pes]
     update_ns: np.ndarray  # [steps, pes]
@@ -149,7 +148,7 @@ def build_workload(
     return Workload(
         chip=chip, trace=trace, packet_trains=packet_trains, routers=routers, population=pop,
         forward=forward, hops=hops, trees=trees, tree_links=tree_links, tree_routers=tree_routers,
-        packet_ns=packet_ns, recurrent_events=rec_events, forward_events=fwd_events,
+        packet_ns=packet_ns, forward_events=fwd_events,
         per_event_ns=per_event, accumulate_ns=acc_cycles * ns, update_ns=upd_cycles * ns, dram_ns=dram_ns,
         busy_cycles=acc_cycles + upd_cycles, train_count=trains.astype(np.int64),
     )
