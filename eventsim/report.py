@@ -197,11 +197,14 @@ def format_summary(summary: dict) -> str:
         lines.append(f"perplexity over {summary['predicted_tokens']} predicted tokens: {summary['perplexity']:.2f}")
     lines.append(f"PEs: {summary['pes']}")
     for layer in summary["layers"]:
-        act = f"activity {layer['activity']:.3%}, " if layer["activity"] is not None else ""
+        macs = f"{layer['effective_macs_per_token']:,.0f} of {layer['dense_macs_per_token']:,} MACs/token"
+        if layer["kind"] == "readout":
+            lines.append(f"  {layer['name']:<10} {layer['kind']:<8} {macs}")
+            continue
         sp = f", weight sparsity {layer['weight_sparsity']:.1%}" if layer["weight_sparsity"] is not None else ""
         lines.append(
-            f"  {layer['name']:<10} {layer['kind']:<8} {act}{layer['events_per_token']:.1f} events/token, "
-            f"{layer['effective_macs_per_token']:,.0f} of {layer['dense_macs_per_token']:,} MACs/token{sp}"
+            f"  {layer['name']:<10} {layer['kind']:<8} activity {layer['activity']:.3%}, "
+            f"{layer['events_per_token']:.1f} events/token, {macs}{sp}"
         )
     T = summary["tokens"]
     red = summary["mac_reduction"]
