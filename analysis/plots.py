@@ -181,6 +181,8 @@ def draw_figures(series: list[Series], out: Path, title: str = "") -> list[Path]
 
     written: list[Path] = []
     markers = {"lstm": "s", "egru": "o"}
+    colors = {s.label: f"C{i}" for i, s in enumerate(series)}  # one colour per series in every figure
+    line_styles = ("-", "--", ":", "-.")
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for s in series:
@@ -188,7 +190,7 @@ def draw_figures(series: list[Series], out: Path, title: str = "") -> list[Path]
         if not pts:
             continue
         x, y = [p["mac_reduction"] for p in pts], [p["perplexity"] for p in pts]
-        ax.plot(x, y, marker=markers.get(s.cell, "^"), label=s.label)
+        ax.plot(x, y, marker=markers.get(s.cell, "^"), color=colors[s.label], label=s.label)
         for p, xi, yi in zip(pts, x, y):
             ax.annotate(f"{level_of(p)}%", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
@@ -203,7 +205,7 @@ def draw_figures(series: list[Series], out: Path, title: str = "") -> list[Path]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for s in series:
         ax.plot([100 * p["weight_sparsity"] for p in s.points], s.column("effective_macs_per_token"),
-                marker=markers.get(s.cell, "^"), label=s.label)
+                marker=markers.get(s.cell, "^"), color=colors[s.label], label=s.label)
     ax.set_yscale("log")
     ax.set_xlabel("weight sparsity (%)")
     ax.set_ylabel("effective MACs per token (recurrent layers)")
@@ -218,11 +220,13 @@ def draw_figures(series: list[Series], out: Path, title: str = "") -> list[Path]
         if s.cell != "egru":
             continue
         x = [100 * p["weight_sparsity"] for p in s.points]
-        ax.plot(x, [100 * p["activity"] for p in s.points], marker="o", linewidth=2, label=f"{s.label} all layers")
+        ax.plot(x, [100 * p["activity"] for p in s.points], marker="o", linewidth=2, color=colors[s.label],
+                label=f"{s.label} all layers")
         names = [layer["name"] for layer in s.points[0]["layers"] if layer["kind"] == "egru"] if s.points else []
-        for name in names:
+        for k, name in enumerate(names):
             acts = [next(la["activity"] for la in p["layers"] if la["name"] == name) for p in s.points]
-            ax.plot(x, [100 * a for a in acts], marker=".", linestyle="--", alpha=0.8, label=f"{s.label} {name}")
+            ax.plot(x, [100 * a for a in acts], marker=".", linestyle=line_styles[1 + k % 3], color=colors[s.label],
+                    alpha=0.7, label=f"{s.label} {name}")
     ax.set_xlabel("weight sparsity (%)")
     ax.set_ylabel("activity (% of neurons with an event per token)")
     ax.set_title(_title(title, "EGRU activity vs. weight sparsity"))
@@ -235,12 +239,13 @@ def draw_figures(series: list[Series], out: Path, title: str = "") -> list[Path]
     chips = sorted({c for s in series for c in s.energy})
     if chips:
         fig, ax = plt.subplots(figsize=(6, 4.2))
-        for c in chips:
+        for j, c in enumerate(chips):
             for s in series:
                 pts = s.energy.get(c, [])
                 if pts:
                     ax.plot([100 * p["weight_sparsity"] for p in pts], [p["energy_pj_per_token"] / 1e3 for p in pts],
-                            marker=markers.get(s.cell, "^"), label=f"{s.label} on {c}")
+                            marker=markers.get(s.cell, "^"), color=colors[s.label],
+                            linestyle=line_styles[j % len(line_styles)], label=f"{s.label} on {c}")
         ax.set_yscale("log")
         ax.set_xlabel("weight sparsity (%)")
         ax.set_ylabel("energy per token (nJ)")

@@ -215,6 +215,8 @@ def run_point(task: PointTask) -> dict[str, Any]:
         chip, placement, mapping = prepare_chip(ck, options)
     engine = Engine.from_checkpoint(ck, placement)
     result = engine.simulate(task.token_ids, progress=False)
+    if result.extra.get("interrupted"):  # a partial run is no point; the rerun does it whole
+        raise KeyboardInterrupt
     summary = summarize(result, engine.net, ck)
     counts = {lc.name: lc for lc in layer_counts(result, engine.net)}
     T = summary["tokens"]
@@ -264,8 +266,6 @@ def run_point(task: PointTask) -> dict[str, Any]:
             raise EventsimError(f"chip {task.chip!r}: the chip model's summary has no energy_pj_per_token")
         point["energy_pj_per_token"] = float(energy)
         point["chip_summary"] = chip_summary
-    if result.extra.get("interrupted"):
-        raise KeyboardInterrupt
     point.update(seconds=round(time.time() - t0, 3), finished_unix_s=round(time.time(), 3), eventsim_version=__version__)
     return point
 
