@@ -206,6 +206,46 @@ def test_a_line_torn_by_a_crash_is_set_aside_and_its_point_rerun(tiny, full_resu
     assert len(ids) == len(set(ids)) == N_POINTS and set(ids) == set(key_ids(full_results))
 
 
+KILLER = """
+import os, signal, sys
+from analysis.results import ResultsWriter
+from eventsim.cli import main
+
+crash_after, mid_write = int(sys.argv[1]), sys.argv[2] == "mid"
+real_write, done = ResultsWriter._write, [0]
+
+def write(self, line):
+    if line.startswith('{"key"'):
+        if done[0] == crash_after:
+            if mid_write:
+                real_write(self, line[: len(line) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind runs
+        done[0] += 1
+    real_write(self, line)
+
+ResultsWriter._write = write
+main(sys.argv[3:])
+"""
+
+
+@pytest.mark.parametrize("mode", ["between", "mid"])
+def test_a_sweep_process_killed_by_sigkill_resumes_without_loss(tiny, full_results, tmp_path, mode):
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    results = tmp_path / "results.jsonl"
+    argv = sweep_argv(tiny, results, "--workers", "1")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", KILLER, "3", mode, *argv], cwd=repo, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(read_results(results).points) == 3
+    assert main(argv) == 0
+    ids = key_ids(results)
+    assert len(ids) == len(set(ids)) == N_POINTS and set(ids) == set(key_ids(full_results))
+    assert (tmp_path / "results.jsonl.torn").exists() == (mode == "mid")
+
+
 def test_a_complete_last_line_missing_its_newline_is_kept(tiny, full_results, tmp_path, capsys):
     results = tmp_path / "results.jsonl"
     results.write_bytes(full_results.read_bytes().rstrip(b"\n"))
@@ -329,6 +369,20 @@ def test_chip_points_record_energy_and_get_their_figure(tiny, tmp_path, fake_chi
     assert main(["plot", "sweep", str(results), "--out", str(out)]) == 0
     assert (out / f"{ENERGY_FIGURE}.png").exists() and (out / f"{ENERGY_FIGURE}.pdf").exists()
     assert "nJ/token (a)" in (out / f"{TABLE_STEM}.md").read_text()
+
+
+def test_the_real_chip_model_prices_each_level(tiny, tmp_path):
+    pytest.importorskip("hw.cli_support")
+    results = tmp_path / "results.jsonl"
+    argv = ["sweep", str(tiny["levels"]["egru"][0]), str(tiny["levels"]["egru"][90]), "--corpus",
+            str(tiny["corpus"]), "--tokens", "50", "--results", str(results), "--workers", "1", "--no-progress",
+            "--chip", "cmos45"]
+    assert main(argv) == 0
+    points = read_results(results).points
+    assert [p["chip"] for p in points] == ["cmos45", "cmos45"]
+    for p in points:
+        assert p["energy_pj_per_token"] > 0 and p["chip_summary"]["chip"] == "cmos45"
+        assert p["energy_pj_per_token"] == pytest.approx(p["chip_summary"]["energy_pj_per_token"])
 
 
 def test_chip_without_a_chip_model_is_one_line(tiny, tmp_path, monkeypatch, capsys):
