@@ -20,6 +20,8 @@ _CONTRACTION = re.compile(r"(?<=[a-z])'(s|re|ve|ll|d|m)\b")
 _NEGATION = re.compile(r"(?<=[a-z])n't\b")
 _TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|[a-z0-9]+(?:[-.,/][a-z0-9]+)*|[$%&]")
 _UNK_PLACEHOLDER = "qqunkqq"
+_NUM_PLACEHOLDER = "qqnumqq"
+_PTB_NUMBER = re.compile(r"(?<![\w'])N(?![\w'])")  # PTB's own number token, kept as N
 _NUMBER = re.compile(r"\d+(?:[.,/]\d+)*")
 
 
@@ -33,13 +35,16 @@ def split_sentences(text: str) -> list[str]:
 
 def tokenize_sentence(sentence: str) -> list[str]:
     """One sentence to PTB-style tokens (no ``<eos>``)."""
-    s = sentence.replace(UNK, f" {_UNK_PLACEHOLDER} ").lower().replace("\u2019", "'").replace("\u2018", "'")
+    s = sentence.replace(UNK, f" {_UNK_PLACEHOLDER} ")
+    s = _PTB_NUMBER.sub(f" {_NUM_PLACEHOLDER} ", s).lower().replace("\u2019", "'").replace("\u2018", "'")
     s = _NEGATION.sub(" n't", s)
     s = _CONTRACTION.sub(r" '\1", s)
     tokens = []
     for tok in _TOKEN.findall(s):
         if tok == _UNK_PLACEHOLDER:
             tok = UNK
+        elif tok == _NUM_PLACEHOLDER:
+            tok = "N"
         elif any(ch.isdigit() for ch in tok):
             tok = _NUMBER.sub("N", tok)
         tokens.append(tok)
