@@ -55,8 +55,6 @@ class Engine:
         self._acc_rec = np.zeros(network.acc_size, dtype=np.float64)
         emb_pes = network.placement.pes_of(network.manifest.layers[0].name)
         self._emb_pes = (emb_pes.start, emb_pes.stop)
-        ro_pes = network.placement.pes_of(network.manifest.layers[-1].name)
-        self._ro_pes = (ro_pes.start, ro_pes.stop)
         self._out_offsets = np.concatenate([[0], np.cumsum(network.layers[:, 1])]).astype(np.int64)
 
     @classmethod
@@ -99,9 +97,8 @@ class Engine:
             net.emb_table, net.pe_start, net.pe_stop, self._emb_pes[0], self._emb_pes[1],
             net.layers, net.pe_start, net.pe_stop, net.bias_in, net.bias_rec, self._state_c, net.thr,
             self._ev_idx, self._ev_val, self._ev_count,
-            net.slices, net.block_first, net.block_stop, net.rowptr, net.syn_idx, net.syn_val,
-            net.dense_val, net.row_nnz,
-            net.readout_block, self._ro_pes[0], self._ro_pes[1], net.readout_off, vocab,
+            net.blocks, net.rowptr, net.syn_idx, net.syn_val, net.dense_val, net.nnz_tab,
+            net.readout_block, net.readout_off, vocab,
             self._acc_in, self._acc_rec,
             target_lp, topk_ids, topk_lp, layer_events, counts,
             record_logits, logits, record_outputs, outputs, self._out_offsets,

@@ -1,10 +1,10 @@
 """Numba kernels of the engine: flat arrays in, counts and outputs out.
 
 One call runs a chunk of tokens through the whole network (one fused call, no
-Python per event). Work per token is: for every received event, the weight
-slice of its row on each target PE (CSR or, for dense slices, a contiguous
-row); then one update per neuron. Counting is done on the same loops, so the
-counts are the work done.
+Python per event). Work per token is: for every received event, its weight
+row (the concatenation of every target PE's slice; CSR, or a contiguous row for
+dense blocks); then one update per neuron. Each PE's MACs are its slices'
+non-zeros (``nnz_tab``), added on the same event loop.
 
 Array layouts are described in :mod:`eventsim.network`.
 """
@@ -22,8 +22,8 @@ from eventsim.vmath import exp_into
 KIND_EGRU = 0
 KIND_LSTM = 1
 
-# Columns of the per-(block, PE) table ``slices``.
-S_PE, S_DENSE, S_ACC_BASE, S_NCOLS, S_ROWPTR_OFF, S_DENSE_OFF, S_NNZ_OFF = range(7)
+# Columns of the per-block table ``blocks``.
+B_DENSE, B_ACC_BASE, B_NCOLS, B_ROWPTR_OFF, B_DENSE_OFF, B_NNZ_OFF, B_PE_FIRST, B_NPE = range(8)
 # Columns of the per-recurrent-layer table ``layers``.
 L_KIND, L_H, L_ACC_OFF, L_STATE_OFF, L_PE_FIRST, L_PE_STOP, L_IN_BLOCK, L_REC_BLOCK = range(8)
 # Counter planes of ``counts[t, counter, pe]``; order matches eventsim.trace.COUNTERS.
@@ -31,42 +31,39 @@ C_RECEIVED, C_EMITTED, C_MACS, C_ACS, C_ROWS, C_UPDATES, C_DRAM = range(7)
 
 
 @njit(cache=True)
-def deliver(
-    block_first, block_stop, slices, rowptr, syn_idx, syn_val, dense_val, row_nnz,
-    ev_idx, ev_val, n_ev, acc, counts_t,
-):
-    """Accumulate ``n_ev`` graded events into ``acc`` on every PE slice of one block."""
-    for k in range(block_first, block_stop):
-        pe = slices[k, S_PE]
-        ncols = slices[k, S_NCOLS]
-        nnz_off = slices[k, S_NNZ_OFF]
-        # Array views (not offset arithmetic) let LLVM prove the loops alias-free and vectorise them.
-        a = acc[slices[k, S_ACC_BASE]:slices[k, S_ACC_BASE] + ncols]
-        macs = 0
-        if slices[k, S_DENSE] == 1:
-            doff = slices[k, S_DENSE_OFF]
-            for e in range(n_ev):
-                j = ev_idx[e]
-                x = ev_val[e]
-                w = dense_val[doff + j * ncols:doff + (j + 1) * ncols]
-                for c in range(ncols):
-                    a[c] += x * w[c]
-                macs += row_nnz[nnz_off + j]
-        else:
-            roff = slices[k, S_ROWPTR_OFF]
-            for e in range(n_ev):
-                j = ev_idx[e]
-                x = ev_val[e]
-                start = rowptr[roff + j]
-                stop = rowptr[roff + j + 1]
-                idx = syn_idx[start:stop]
-                val = syn_val[start:stop]
-                for s in range(idx.shape[0]):
-                    a[idx[s]] += x * val[s]
-                macs += stop - start
-        counts_t[C_RECEIVED, pe] += n_ev
-        counts_t[C_ROWS, pe] += n_ev
-        counts_t[C_MACS, pe] += macs
+def deliver(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, ev_val, n_ev, acc, counts_t):
+    """Accumulate ``n_ev`` graded events through block ``b`` and count each target PE's share."""
+    ncols = blocks[b, B_NCOLS]
+    # Array views (not offset arithmetic) let LLVM prove the loops alias-free and vectorise them.
+    a = acc[blocks[b, B_ACC_BASE]:blocks[b, B_ACC_BASE] + ncols]
+    if blocks[b, B_DENSE] == 1:
+        doff = blocks[b, B_DENSE_OFF]
+        for e in range(n_ev):
+            x = ev_val[e]
+            w = dense_val[doff + ev_idx[e] * ncols:doff + (ev_idx[e] + 1) * ncols]
+            for c in range(ncols):
+                a[c] += x * w[c]
+    else:
+        roff = blocks[b, B_ROWPTR_OFF]
+        for e in range(n_ev):
+            x = ev_val[e]
+            start = rowptr[roff + ev_idx[e]]
+            stop = rowptr[roff + ev_idx[e] + 1]
+            idx = syn_idx[start:stop]
+            val = syn_val[start:stop]
+            for s in range(idx.shape[0]):
+                a[idx[s]] += x * val[s]
+    pe0 = blocks[b, B_PE_FIRST]
+    npe = blocks[b, B_NPE]
+    noff = blocks[b, B_NNZ_OFF]
+    macs = counts_t[C_MACS, pe0:pe0 + npe]
+    for e in range(n_ev):
+        share = nnz_tab[noff + ev_idx[e] * npe:noff + (ev_idx[e] + 1) * npe]
+        for p in range(npe):
+            macs[p] += share[p]
+    for p in range(pe0, pe0 + npe):
+        counts_t[C_RECEIVED, p] += n_ev
+        counts_t[C_ROWS, p] += n_ev
 
 
 @njit(cache=True)
@@ -157,8 +154,8 @@ def run_tokens(
     emb_table, emb_pe_start, emb_pe_stop, emb_pe_first, emb_pe_stop_id,
     layers, pe_start, pe_stop, bias_in, bias_rec, state_c, thr,
     ev_idx, ev_val, ev_count,
-    slices, block_first, block_stop, rowptr, syn_idx, syn_val, dense_val, row_nnz,
-    readout_block, readout_pe_first, readout_pe_stop, readout_off, vocab,
+    blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
+    readout_block, readout_off, vocab,
     acc_in, acc_rec,
     target_lp, topk_ids, topk_lp, layer_events, counts,
     record_logits, logits_out, record_outputs, outputs_out, out_offsets,
@@ -197,11 +194,9 @@ def run_tokens(
             for a in range(acc_off, acc_off + width):
                 acc_in[a] = bias_in[a]
                 acc_rec[a] = bias_rec[a]
-            b = layers[l, L_IN_BLOCK]
-            deliver(block_first[b], block_stop[b], slices, rowptr, syn_idx, syn_val, dense_val, row_nnz,
+            deliver(layers[l, L_IN_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
                     in_idx, in_val, n_in, acc_in, counts_t)
-            b = layers[l, L_REC_BLOCK]
-            deliver(block_first[b], block_stop[b], slices, rowptr, syn_idx, syn_val, dense_val, row_nnz,
+            deliver(layers[l, L_REC_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
                     ev_idx[l], ev_val[l], ev_count[l], acc_rec, counts_t)
             n_out = update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr,
                                  ev_idx[l], ev_val[l], counts_t, scratch)
@@ -218,8 +213,8 @@ def run_tokens(
         # Readout: logits from the last layer's events.
         for v in range(vocab):
             acc_in[readout_off + v] = bias_in[readout_off + v]
-        deliver(block_first[readout_block], block_stop[readout_block], slices, rowptr, syn_idx, syn_val,
-                dense_val, row_nnz, in_idx, in_val, n_in, acc_in, counts_t)
+        deliver(readout_block, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
+                in_idx, in_val, n_in, acc_in, counts_t)
         logits = acc_in[readout_off:readout_off + vocab]
         target_lp[t] = log_softmax_topk(logits, targets[t], topk_ids[t], topk_lp[t], lse_buf)
         if record_logits:

@@ -1,15 +1,19 @@
 """Compile a checkpoint and a placement into the flat arrays the kernels run on.
 
 Every projection (embedding -> layer 0, layer l -> layer l (recurrent),
-layer l -> layer l+1, last layer -> readout) is a *block*. Each block is cut
-into one *slice* per target PE: the rows are the block's source neurons, the
-columns the PE's targets in gate blocks (``g * (stop - start) + (n - start)``),
-so a PE's targets are one contiguous run of the layer's accumulator and each of
-its gates a contiguous vector. A slice is
-stored as CSR (``rowptr``, ``syn_idx``, ``syn_val``) or, when its density is at
-least ``dense_threshold``, as a dense row-major block (same arithmetic, no
-index loads). Its per-row non-zero counts are kept either way, so the counted
-MACs are the CSR non-zeros whatever the storage.
+layer l -> layer l+1, last layer -> readout) is a *block*: rows are its source
+neurons, columns its targets. Columns are ordered PE by PE, and within a PE's
+run gate by gate (``g * (stop - start) + (n - start)``), so each PE's slice of a
+row is one contiguous segment, its accumulators one contiguous run and each of
+its gates a contiguous vector.
+
+A row is stored as the concatenation of its per-PE slices, so one pass over the
+row does the work of every PE that receives the event (a loop per PE per event
+cost more than the work itself at 95 % sparsity); the per-PE share is kept in
+``nnz_tab[row, pe]``, which is what the PE counters add up. Blocks are CSR
+(``rowptr``, ``syn_idx``, ``syn_val``) or, with density at least
+``dense_threshold``, dense rows (same arithmetic, no index loads); the counted
+MACs are the non-zeros whatever the storage.
 """
 
 from __future__ import annotations
@@ -42,14 +46,12 @@ class CompiledNetwork:
     bias_in: np.ndarray
     bias_rec: np.ndarray
     thr: np.ndarray
-    slices: np.ndarray  # [K, 7] int64, columns kernels.S_*
-    block_first: np.ndarray
-    block_stop: np.ndarray
+    blocks: np.ndarray  # [B, 8] int64, columns kernels.B_*
     rowptr: np.ndarray
     syn_idx: np.ndarray
     syn_val: np.ndarray
     dense_val: np.ndarray
-    row_nnz: np.ndarray
+    nnz_tab: np.ndarray  # per block [sources, PEs] non-zeros of each row on each target PE, flattened
     readout_block: int
     readout_off: int
     acc_size: int
@@ -124,39 +126,35 @@ def compile_network(
     bias_rec.append(np.zeros(readout.output_size, np.float32))
     acc_size = acc_off + readout.output_size
 
-    slice_rows, block_first, block_stop = [], [], []
-    rowptr_parts, idx_parts, val_parts, dense_parts, nnz_parts = [], [], [], [], []
+    block_rows, rowptr_parts, idx_parts, val_parts, dense_parts, nnz_parts = [], [], [], [], [], []
     rowptr_len = syn_len = dense_len = nnz_len = 0
     synapses_stored = np.zeros(n_pe, dtype=np.int64)
     for matrix, base, gates, population in blocks:
-        block_first.append(len(slice_rows))
-        for pe in placement.pes_of(population):
-            lo, hi = int(pe_start[pe]) * gates, int(pe_stop[pe]) * gates
-            part = matrix[:, lo:hi]
-            nz = part != 0
-            row_nnz = nz.sum(axis=1).astype(np.int32)
-            nnz = int(row_nnz.sum())
-            synapses_stored[pe] += nnz
-            dense = part.size > 0 and nnz >= dense_threshold * part.size
-            row = [pe, int(dense), base + lo, hi - lo, rowptr_len, dense_len, nnz_len]
-            if dense:
-                dense_parts.append(part.astype(np.float32).ravel())
-                dense_len += part.size
-            rows_i, cols_i = np.nonzero(nz if not dense else np.zeros((0, 0), bool))
-            ptr = np.zeros(part.shape[0] + 1, dtype=np.int64)
-            if not dense:
-                np.cumsum(row_nnz, out=ptr[1:])
-                idx_parts.append(cols_i)
-                val_parts.append(part[rows_i, cols_i].astype(np.float32))
-            rowptr_parts.append(ptr + syn_len)
-            syn_len += 0 if dense else nnz
-            rowptr_len += ptr.size
-            nnz_parts.append(row_nnz)
-            nnz_len += row_nnz.size
-            slice_rows.append(row)
-        block_stop.append(len(slice_rows))
+        pes = placement.pes_of(population)
+        col_bounds = np.array(placement.bounds[population]) * gates
+        nz = matrix != 0
+        # Non-zeros of each source row on each target PE: the PE's share of the work.
+        nnz_tab = np.add.reduceat(nz, col_bounds[:-1], axis=1).astype(np.int32)
+        synapses_stored[pes.start:pes.stop] += nnz_tab.sum(axis=0)
+        nnz = int(nnz_tab.sum())
+        dense = matrix.size > 0 and nnz >= dense_threshold * matrix.size
+        block_rows.append([int(dense), base, matrix.shape[1], rowptr_len, dense_len, nnz_len, pes.start, len(pes)])
+        ptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
+        if dense:
+            dense_parts.append(matrix.astype(np.float32).ravel())
+            dense_len += matrix.size
+        else:
+            rows_i, cols_i = np.nonzero(nz)  # row-major: each row's columns ascend, i.e. PE by PE
+            np.cumsum(nz.sum(axis=1), out=ptr[1:])
+            idx_parts.append(cols_i)
+            val_parts.append(matrix[rows_i, cols_i].astype(np.float32))
+        rowptr_parts.append(ptr + syn_len)
+        syn_len += 0 if dense else nnz
+        rowptr_len += ptr.size
+        nnz_parts.append(nnz_tab.ravel())
+        nnz_len += nnz_tab.size
 
-    max_cols = max(r[3] for r in slice_rows)
+    max_cols = max(b[2] for b in block_rows)
     idx_dtype = np.uint16 if max_cols <= 65536 else np.int32
     cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
 
@@ -178,14 +176,12 @@ def compile_network(
         bias_in=np.concatenate(bias_in).astype(np.float64),
         bias_rec=np.concatenate(bias_rec).astype(np.float64),
         thr=np.concatenate(thr).astype(np.float64),
-        slices=np.array(slice_rows, dtype=np.int64),
-        block_first=np.array(block_first, dtype=np.int64),
-        block_stop=np.array(block_stop, dtype=np.int64),
+        blocks=np.array(block_rows, dtype=np.int64),
         rowptr=cat(rowptr_parts, np.int64),
         syn_idx=cat(idx_parts, idx_dtype),
         syn_val=cat(val_parts, np.float32),
         dense_val=cat(dense_parts, np.float32),
-        row_nnz=cat(nnz_parts, np.int32),
+        nnz_tab=cat(nnz_parts, np.int32),
         readout_block=readout_block,
         readout_off=readout_off,
         acc_size=acc_size,
