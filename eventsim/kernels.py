@@ -70,70 +70,63 @@ def deliver(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, ev_
 def update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr, out_idx, out_val, counts_t, scratch):
     """Update every neuron of recurrent layer ``l``; write its events; return their number.
 
-    Per PE, each gate is a contiguous vector (see :mod:`eventsim.network`), so the
-    cell updates of :mod:`eventsim.neurons` run as vectorised passes.
+    Each gate is a contiguous vector of the accumulators, so the cell updates of
+    :mod:`eventsim.neurons` run as vectorised passes over the whole layer; events
+    and counters are then taken PE by PE.
     """
-    kind = layers[l, L_KIND]
-    acc_off = layers[l, L_ACC_OFF]
-    st_off = layers[l, L_STATE_OFF]
+    H = layers[l, L_H]
+    b = layers[l, L_ACC_OFF]
+    st = layers[l, L_STATE_OFF]
+    c = state_c[st:st + H]
     n_out = 0
-    for pe in range(layers[l, L_PE_FIRST], layers[l, L_PE_STOP]):
-        start = pe_start[pe]
-        n = pe_stop[pe] - start
-        c = state_c[st_off + start:st_off + start + n]
-        emitted = 0
-        if kind == KIND_EGRU:
-            b = acc_off + 3 * start
-            egru_cells(acc_in[b:b + n], acc_in[b + n:b + 2 * n], acc_in[b + 2 * n:b + 3 * n],
-                       acc_rec[b:b + n], acc_rec[b + n:b + 2 * n], acc_rec[b + 2 * n:b + 3 * n],
-                       c, scratch[0, :n], scratch[1, :n], scratch[2, :n])
-            th = thr[st_off + start:st_off + start + n]
-            for i in range(n):
+    if layers[l, L_KIND] == KIND_EGRU:
+        egru_cells(acc_in[b:b + H], acc_in[b + H:b + 2 * H], acc_in[b + 2 * H:b + 3 * H],
+                   acc_rec[b:b + H], acc_rec[b + H:b + 2 * H], acc_rec[b + 2 * H:b + 3 * H],
+                   c, scratch[0, :H], scratch[1, :H], scratch[2, :H])
+        th = thr[st:st + H]
+        for pe in range(layers[l, L_PE_FIRST], layers[l, L_PE_STOP]):
+            emitted = 0
+            for i in range(pe_start[pe], pe_stop[pe]):
                 if c[i] >= th[i]:  # fire a graded event, reset by subtraction
-                    out_idx[n_out] = start + i
+                    out_idx[n_out] = i
                     out_val[n_out] = c[i]
                     c[i] -= th[i]
                     n_out += 1
                     emitted += 1
-        else:
-            b = acc_off + 4 * start
-            for q in range(4):
-                s = scratch[q, :n]
-                for i in range(n):
-                    s[i] = acc_in[b + q * n + i] + acc_rec[b + q * n + i]
-            h = scratch[4, :n]
-            lstm_cells(scratch[0, :n], scratch[1, :n], scratch[2, :n], scratch[3, :n], c, h)
-            for i in range(n):
-                out_idx[n_out] = start + i  # dense baseline: every h_i is sent, zero or not
-                out_val[n_out] = h[i]
-                n_out += 1
-            emitted = n
-        counts_t[C_EMITTED, pe] += emitted
-        counts_t[C_UPDATES, pe] += n
+            counts_t[C_EMITTED, pe] += emitted
+            counts_t[C_UPDATES, pe] += pe_stop[pe] - pe_start[pe]
+    else:
+        for q in range(4):
+            s = scratch[q, :H]
+            for i in range(H):
+                s[i] = acc_in[b + q * H + i] + acc_rec[b + q * H + i]
+        h = scratch[4, :H]
+        lstm_cells(scratch[0, :H], scratch[1, :H], scratch[2, :H], scratch[3, :H], c, h)
+        for i in range(H):
+            out_idx[i] = i  # dense baseline: every h_i is sent, zero or not
+            out_val[i] = h[i]
+        n_out = H
+        for pe in range(layers[l, L_PE_FIRST], layers[l, L_PE_STOP]):
+            counts_t[C_EMITTED, pe] += pe_stop[pe] - pe_start[pe]
+            counts_t[C_UPDATES, pe] += pe_stop[pe] - pe_start[pe]
     return n_out
 
 
 @njit(cache=True)
 def log_softmax_topk(logits, target, topk_ids, topk_lp, buf):
-    """Fill top-k ids and log-probabilities; return log p(target) (NaN when target < 0)."""
-    m = -np.inf
-    for v in range(logits.shape[0]):
-        if logits[v] > m:
-            m = logits[v]
-    for v in range(logits.shape[0]):
-        buf[v] = logits[v] - m
-    exp_into(buf, buf)
-    s = 0.0
-    for v in range(logits.shape[0]):
-        s += buf[v]
-    lse = m + math.log(s)
+    """Fill top-k ids and log-probabilities; return log p(target) (NaN when target < 0).
+
+    One pass finds the top k (whose first is the maximum), one vectorised pass
+    exponentiates, and the sum runs in four interleaved partial sums.
+    """
     k = topk_ids.shape[0]
     for i in range(k):
         topk_ids[i] = -1
         topk_lp[i] = -np.inf
+    floor = -np.inf  # the k-th best so far
     for v in range(logits.shape[0]):
         x = logits[v]
-        if x > topk_lp[k - 1]:
+        if x > floor:
             i = k - 1
             while i > 0 and x > topk_lp[i - 1]:
                 topk_lp[i] = topk_lp[i - 1]
@@ -141,6 +134,22 @@ def log_softmax_topk(logits, target, topk_ids, topk_lp, buf):
                 i -= 1
             topk_lp[i] = x
             topk_ids[i] = v
+            floor = topk_lp[k - 1]
+    m = topk_lp[0]
+    n = logits.shape[0]
+    for v in range(n):
+        buf[v] = logits[v] - m
+    exp_into(buf, buf)
+    s0 = s1 = s2 = s3 = 0.0
+    n4 = n - n % 4
+    for v in range(0, n4, 4):
+        s0 += buf[v]
+        s1 += buf[v + 1]
+        s2 += buf[v + 2]
+        s3 += buf[v + 3]
+    for v in range(n4, n):
+        s0 += buf[v]
+    lse = m + math.log((s0 + s1) + (s2 + s3))
     for i in range(k):
         topk_lp[i] -= lse
     if target < 0:
@@ -169,7 +178,7 @@ def run_tokens(
     emb_dim = emb_table.shape[1]
     in_idx = np.empty(max(emb_dim, ev_idx.shape[1]), dtype=np.int32)
     in_val = np.empty(max(emb_dim, ev_idx.shape[1]), dtype=np.float64)
-    scratch = np.empty((5, np.max(pe_stop - pe_start)), dtype=np.float64)
+    scratch = np.empty((5, ev_idx.shape[1]), dtype=np.float64)
     lse_buf = np.empty(vocab, dtype=np.float64)
     for t in range(tokens.shape[0]):
         counts_t = counts[t]

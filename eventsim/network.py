@@ -2,18 +2,16 @@
 
 Every projection (embedding -> layer 0, layer l -> layer l (recurrent),
 layer l -> layer l+1, last layer -> readout) is a *block*: rows are its source
-neurons, columns its targets. Columns are ordered PE by PE, and within a PE's
-run gate by gate (``g * (stop - start) + (n - start)``), so each PE's slice of a
-row is one contiguous segment, its accumulators one contiguous run and each of
-its gates a contiguous vector.
+neurons, columns its targets in the checkpoint's gate blocks (``g * H + n``), so
+each gate of a layer is one contiguous vector of its accumulator.
 
-A row is stored as the concatenation of its per-PE slices, so one pass over the
-row does the work of every PE that receives the event (a loop per PE per event
-cost more than the work itself at 95 % sparsity); the per-PE share is kept in
-``nnz_tab[row, pe]``, which is what the PE counters add up. Blocks are CSR
-(``rowptr``, ``syn_idx``, ``syn_val``) or, with density at least
-``dense_threshold``, dense rows (same arithmetic, no index loads); the counted
-MACs are the non-zeros whatever the storage.
+A PE holding neurons ``[lo, hi)`` owns their columns in every gate block; one
+pass over an event's row does the work of every PE that receives it (a loop per
+PE per event cost more than the work itself at 95 % sparsity), and each PE's
+share of the row is kept in ``nnz_tab[row, pe]``, which is what the PE counters
+add up. Blocks are CSR (``rowptr``, ``syn_idx``, ``syn_val``) or, with density
+at least ``dense_threshold``, dense rows (same arithmetic, no index loads); the
+counted MACs are the non-zeros whatever the storage.
 """
 
 from __future__ import annotations
@@ -69,14 +67,14 @@ class CompiledNetwork:
         return max(self.hidden_sizes)
 
 
-def pe_gate_order(bounds: tuple[int, ...], hidden: int, gates: int) -> np.ndarray:
-    """Column order that gives each PE one contiguous run of its own gate blocks.
+def pe_column_shares(matrix: np.ndarray, bounds: tuple[int, ...], gates: int) -> np.ndarray:
+    """``[rows, PEs]`` non-zeros of each row among each PE's targets (all its gates).
 
-    For PE ``[start, stop)`` the run is ``[g0 of its neurons | g1 ... | g_last ...]``,
-    so a PE's accumulators are contiguous and each gate is a contiguous vector.
+    Columns are in gate blocks (``g * H + n``); PE ``[lo, hi)`` owns ``[g*H + lo, g*H + hi)`` of each.
     """
-    parts = [np.arange(g * hidden + lo, g * hidden + hi) for lo, hi in zip(bounds[:-1], bounds[1:]) for g in range(gates)]
-    return np.concatenate(parts)
+    hidden = matrix.shape[1] // gates
+    nz = (matrix != 0).reshape(matrix.shape[0], gates, hidden).sum(axis=1)
+    return np.add.reduceat(nz, np.asarray(bounds[:-1]), axis=1).astype(np.int32)
 
 
 def compile_network(
@@ -109,11 +107,10 @@ def compile_network(
         pes = placement.pes_of(spec.name)
         in_block, rec_block = len(blocks), len(blocks) + 1
         layer_rows.append([KIND_CODES[spec.kind], h, acc_off, state_off, pes.start, pes.stop, in_block, rec_block])
-        order = pe_gate_order(placement.bounds[spec.name], h, gates)
-        blocks.append((np.ascontiguousarray(t[f"{spec.name}.kernel"][:, order]), acc_off, gates, spec.name))
-        blocks.append((np.ascontiguousarray(t[f"{spec.name}.recurrent_kernel"][:, order]), acc_off, gates, spec.name))
-        bias_in.append(t[f"{spec.name}.bias"][order])
-        bias_rec.append(t[f"{spec.name}.recurrent_bias"][order])
+        blocks.append((t[f"{spec.name}.kernel"], acc_off, gates, spec.name))
+        blocks.append((t[f"{spec.name}.recurrent_kernel"], acc_off, gates, spec.name))
+        bias_in.append(t[f"{spec.name}.bias"])
+        bias_rec.append(t[f"{spec.name}.recurrent_bias"])
         thr.append(t[f"{spec.name}.thr"] if isinstance(spec, EGRUSpec) else np.zeros(h, np.float32))
         dense_macs.append(gates * h * (spec.input_size + h))
         acc_off += gates * h
@@ -131,10 +128,8 @@ def compile_network(
     synapses_stored = np.zeros(n_pe, dtype=np.int64)
     for matrix, base, gates, population in blocks:
         pes = placement.pes_of(population)
-        col_bounds = np.array(placement.bounds[population]) * gates
         nz = matrix != 0
-        # Non-zeros of each source row on each target PE: the PE's share of the work.
-        nnz_tab = np.add.reduceat(nz, col_bounds[:-1], axis=1).astype(np.int32)
+        nnz_tab = pe_column_shares(matrix, placement.bounds[population], gates)  # each PE's share of the work
         synapses_stored[pes.start:pes.stop] += nnz_tab.sum(axis=0)
         nnz = int(nnz_tab.sum())
         dense = matrix.size > 0 and nnz >= dense_threshold * matrix.size
@@ -144,7 +139,7 @@ def compile_network(
             dense_parts.append(matrix.astype(np.float32).ravel())
             dense_len += matrix.size
         else:
-            rows_i, cols_i = np.nonzero(nz)  # row-major: each row's columns ascend, i.e. PE by PE
+            rows_i, cols_i = np.nonzero(nz)
             np.cumsum(nz.sum(axis=1), out=ptr[1:])
             idx_parts.append(cols_i)
             val_parts.append(matrix[rows_i, cols_i].astype(np.float32))
