@@ -30,7 +30,8 @@ L_KIND, L_H, L_ACC_OFF, L_STATE_OFF, L_PE_FIRST, L_PE_STOP, L_IN_BLOCK, L_REC_BL
 C_RECEIVED, C_EMITTED, C_MACS, C_ACS, C_ROWS, C_UPDATES, C_DRAM = range(7)
 
 
-@njit(cache=True)
+# FMA contraction only (no reassociation): a += x * w rounds once instead of twice.
+@njit(cache=True, fastmath={"contract"})
 def deliver(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, ev_val, n_ev, acc, counts_t):
     """Accumulate ``n_ev`` graded events through block ``b`` and count each target PE's share."""
     ncols = blocks[b, B_NCOLS]
