@@ -21,7 +21,7 @@ _NEGATION = re.compile(r"(?<=[a-z])n't\b")
 _TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|[a-z0-9]+(?:[-.,/][a-z0-9]+)*|[$%&]")
 _UNK_PLACEHOLDER = "qqunkqq"
 _NUM_PLACEHOLDER = "qqnumqq"
-_PTB_NUMBER = re.compile(r"(?<![\w'])N(?![\w'])")  # PTB's own number token, kept as N
+_PTB_NUMBER = re.compile(r"(?<!\S)N(?!\S)")  # PTB's own number token, kept as N
 _NUMBER = re.compile(r"\d+(?:[.,/]\d+)*")
 
 
