@@ -33,6 +33,7 @@ same model of one step (one token) on these numbers:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -95,6 +96,18 @@ class Workload:
         return np.where(i < k, (i + 1) / np.maximum(k, 1), np.nan)
 
 
+@lru_cache(maxsize=16)
+def _multicast_trees(routes_key: bytes, routers_key: bytes, pes: int, noc) -> tuple[MulticastTree | None, ...]:
+    """Every PE's multicast tree; cached, since a mapping's trees are the same for every trace run on it."""
+    routes = np.frombuffer(routes_key, dtype=bool).reshape(pes, pes)
+    routers = np.frombuffer(routers_key, dtype=np.int64)
+    trees: list[MulticastTree | None] = []
+    for p in range(pes):
+        dest = np.nonzero(routes[p])[0]
+        trees.append(multicast_tree(p, dest, routers, noc) if dest.size else None)
+    return tuple(trees)
+
+
 def build_workload(
     trace: EventTrace, chip: Chip, routers: np.ndarray | None = None, packet_trains: int = DEFAULT_PACKET_TRAINS
 ) -> Workload:
@@ -111,10 +124,7 @@ def build_workload(
     routes = np.asarray(trace.routes, dtype=bool)
     forward = routes & (pop[:, None] < pop[None, :])
     hops = hop_matrix(routers, chip.noc)
-    trees: list[MulticastTree | None] = []
-    for p in range(P):
-        dest = np.nonzero(routes[p])[0]
-        trees.append(multicast_tree(p, dest, routers, chip.noc) if dest.size else None)
+    trees = list(_multicast_trees(routes.tobytes(), routers.astype(np.int64).tobytes(), P, chip.noc))
     tree_links = np.array([t.links if t else 0 for t in trees], dtype=np.int64)
     tree_routers = np.array([t.routers if t else 0 for t in trees], dtype=np.int64)
     noc = chip.noc
