@@ -125,6 +125,16 @@ def main() -> None:
                 save_checkpoint(p2, manifest, scaled)
                 e2 = Engine.from_checkpoint(load_checkpoint(p2))
                 fit_points.append((sparsity, scale, *time_engine(e2, ids, args.repeats)))
+        # The floor: no events anywhere (thresholds x1000) and an empty layer-0 input kernel, so
+        # no MACs at all: what is left is neuron updates, log-softmax and top-3, embedding lookup.
+        floor = dict(tensors)
+        for s in manifest.recurrent_layers:
+            floor[f"{s.name}.thr"] = tensors[f"{s.name}.thr"] * 1000.0
+        floor["layers.0.kernel"] = np.zeros_like(tensors["layers.0.kernel"])
+        p3 = str(Path(tmp) / "egru_floor.safetensors")
+        save_checkpoint(p3, manifest, floor)
+        floor_sec, floor_macs, _ = time_engine(Engine.from_checkpoint(load_checkpoint(p3)), ids, args.repeats)
+    print(f"\nfixed cost per token with no events and no MACs ({floor_macs:.0f} counted): {floor_sec * 1e3:.3f} ms")
     print("\nengine time per token against counted MACs (thresholds scaled to vary activity):")
     print(f"{'sparsity':>8} {'thr x':>7} {'activity':>8} {'MACs/tok':>10} {'us/tok':>8} {'ns/MAC':>7}")
     for sparsity, scale, sec, macs, act in fit_points:
