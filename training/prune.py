@@ -41,7 +41,16 @@ from eventsim.checkpoint import load_checkpoint, read_manifest
 from eventsim.errors import EventsimError
 from training.corpus import load_corpus
 from training.lm import LanguageModel, detach_state, save_lm
-from training.train_lm import UsageError, batchify, epoch_seed, evaluate, git_commit, lr_at, weight_sparsity
+from training.train_lm import (
+    UsageError,
+    batchify,
+    epoch_seed,
+    evaluate,
+    git_commit,
+    lr_at,
+    run_command,
+    weight_sparsity,
+)
 
 PROG = "prune"
 DEFAULT_LEVELS = (20, 40, 60, 70, 80, 85, 90, 95)
@@ -355,20 +364,8 @@ def prune(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(argv)
-        prune(args, argv)
-    except (UsageError, EventsimError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"{PROG}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished levels are kept, rerun the same command to go on", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(PROG, build_parser(), prune, argv,
+                       interrupted="interrupted; finished levels are kept, rerun the same command to go on")
 
 
 if __name__ == "__main__":

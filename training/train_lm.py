@@ -394,18 +394,31 @@ def train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_command(prog: str, parser: argparse.ArgumentParser, job, argv: Sequence[str] | None,
+                interrupted: str | None = None) -> int:
+    """Parse ``argv``, run ``job(args, argv)``; bad input is one ``prog: error:`` line and exit 2.
+
+    With ``interrupted`` set, Ctrl-C prints it and exits 1 (work already written is kept).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
-        train(args, argv)
+        job(parser.parse_args(argv), argv)
     except (UsageError, EventsimError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"{PROG}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PROG, build_parser(), train, argv)
 
 
 if __name__ == "__main__":
