@@ -92,3 +92,28 @@ def test_shipped_checkpoint_runs_by_default(capsys):
     assert summary["model"]["cell"] == "egru"
     assert summary["perplexity"] < 5000
     assert all(0 < layer["activity"] < 1 for layer in summary["layers"] if layer["kind"] == "egru")
+
+
+def test_interrupt_keeps_finished_tokens(small_egru, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the second chunk: the first chunk's tokens are reported and written, exit 1."""
+    from eventsim.engine import Engine
+
+    real_run = Engine.run
+    calls = {"n": 0}
+
+    def run_then_interrupt(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_run(self, *a, **kw)
+
+    monkeypatch.setattr(Engine, "run", run_then_interrupt)
+    f = tmp_path / "long.txt"
+    f.write_text("b c d e f g h i j k l m n o p.\n" * 40)  # 16 tokens a line, 640 in all
+    out = tmp_path / "partial"
+    assert main(["simulate", small_egru, "--corpus", str(f), "--out", str(out), "--no-progress"]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert summary["tokens"] == 256  # one chunk
+    assert len(list(csv.DictReader(open(out / "per_token.csv")))) == 256
+    assert "interrupted after 256 tokens" in capsys.readouterr().err
