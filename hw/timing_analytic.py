@@ -50,31 +50,39 @@ def schedule_steps(
     """
     T, P = start.shape
     K = sizes.shape[2]
+    arrive = np.empty(P * K)  # arrival times, sorted
+    size_after = np.empty(P * K)  # events arriving at or after each, in that order
     buf_ready = np.empty(P * K)
-    buf_work = np.empty(P * K)
-    order = np.empty(0, dtype=np.int64)
+    buf_size = np.empty(P * K)
     for t in range(T):
+        n = 0
         for q in range(P):
             finish = ready_ns[t, q]
-            n = 0
-            for j in range(src_ptr[q], src_ptr[q + 1]):
-                s = src_idx[j]
-                h = hops[s, q]
-                for i in range(train_count[t, s]):
-                    m = max(sizes[t, s, i], 1)
-                    if h == 0:
-                        buf_ready[n] = release[t, s, i] + router_ns
-                    else:
-                        buf_ready[n] = release[t, s, i] + (h + 1) * router_ns + (h + m - 1) * packet_ns[s]
-                    buf_work[n] = sizes[t, s, i] * per_event_ns[t, q]
-                    n += 1
-            if n > 0:
-                if not reuse_order[q] or order.size != n:
+            if not reuse_order[q]:
+                # Build q's arrival list; a PE on the same router with the same sources shares it.
+                n = 0
+                for j in range(src_ptr[q], src_ptr[q + 1]):
+                    s = src_idx[j]
+                    h = hops[s, q]
+                    for i in range(train_count[t, s]):
+                        m = max(sizes[t, s, i], 1)
+                        if h == 0:
+                            buf_ready[n] = release[t, s, i] + router_ns
+                        else:
+                            buf_ready[n] = release[t, s, i] + (h + 1) * router_ns + (h + m - 1) * packet_ns[s]
+                        buf_size[n] = sizes[t, s, i]
+                        n += 1
+                if n > 0:
                     order = np.argsort(buf_ready[:n], kind="mergesort")
-                after = 0.0
-                for k in range(n - 1, -1, -1):
-                    after += buf_work[order[k]]
-                    finish = max(finish, buf_ready[order[k]] + after)
+                    after = 0.0
+                    for k in range(n - 1, -1, -1):
+                        after += buf_size[order[k]]
+                        arrive[k] = buf_ready[order[k]]
+                        size_after[k] = after
+            # Single core serving trains in arrival order (per-event work of q for every train).
+            w = per_event_ns[t, q]
+            for k in range(n):
+                finish = max(finish, arrive[k] + size_after[k] * w)
             start[t, q] = finish
             for i in range(train_count[t, q]):
                 release[t, q, i] = finish + frac[t, q, i] * update_ns[t, q]
