@@ -40,15 +40,15 @@ from torch import nn
 from eventsim.checkpoint import load_checkpoint, read_manifest
 from eventsim.errors import EventsimError
 from training.corpus import load_corpus
-from training.lm import LanguageModel, detach_state, save_lm
+from training.lm import LanguageModel, save_lm
 from training.train_lm import (
     UsageError,
     batchify,
     epoch_seed,
     evaluate,
     git_commit,
-    lr_at,
     run_command,
+    train_epoch,
     weight_sparsity,
 )
 
@@ -161,36 +161,11 @@ def fine_tune_epoch(
     total_steps: int,
     desc: str,
 ) -> tuple[float, int]:
-    """One pass of truncated BPTT over ``data [N, streams]``; masks re-applied after each step.
-
-    Returns (mean training loss, steps taken). The step is train_lm's, plus the masks.
-    """
-    from tqdm import tqdm
-
+    """train_lm's epoch with the masks re-applied after every step; returns (mean loss, steps)."""
     params = prunable(model)
-    model.train()
-    state, loss_sum, n = None, 0.0, 0
-    bar = tqdm(range(0, data.shape[0] - 1, args.bptt), desc=desc, disable=args.quiet, mininterval=5.0, leave=False)
-    for i in bar:
-        seq = min(args.bptt, data.shape[0] - 1 - i)
-        x, y = data[i : i + seq], data[i + 1 : i + 1 + seq]
-        lr = lr_at(step0 + n, total_steps, args.lr, args.warmup_steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        logits, state, _ = model(x, detach_state(state))
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if args.clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        opt.step()
-        apply_masks(params, masks)
-        model.clamp_thresholds()
-        loss_sum, n = loss_sum + loss.item(), n + 1
-        if n % 20 == 0:
-            bar.set_postfix(ppl=f"{math.exp(min(loss_sum / n, 50)):.1f}")
-    bar.close()
-    return loss_sum / max(1, n), n
+    mean_loss, steps, _ = train_epoch(model, model, data, opt, args, step0, total_steps, desc,
+                                      after_step=lambda: apply_masks(params, masks))
+    return mean_loss, steps
 
 
 def build_model(path: str | os.PathLike, dropout: float) -> tuple[LanguageModel, object]:

@@ -251,6 +251,52 @@ def weight_sparsity(model: LanguageModel) -> dict[str, float]:
     return {k: float((v == 0).sum()) / max(1, v.numel()) for k, v in model.state_dict().items()}
 
 
+def train_epoch(
+    net: nn.Module,
+    model: LanguageModel,
+    data: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    args: argparse.Namespace,
+    step0: int,
+    total_steps: int,
+    desc: str,
+    show: bool = True,
+    after_step=None,
+) -> tuple[float, int, float]:
+    """One pass of truncated BPTT over ``data [N, streams]`` with the warm-up/cosine schedule.
+
+    ``net`` is ``model`` or its DDP wrapper; ``after_step()`` runs after every optimizer
+    step (pruning re-applies its masks there). Returns (mean loss, steps taken, last lr).
+    """
+    from tqdm import tqdm
+
+    model.train()
+    state, loss_sum, n, lr = None, 0.0, 0, args.lr
+    bar = tqdm(range(0, data.shape[0] - 1, args.bptt), desc=desc, disable=args.quiet or not show,
+               mininterval=5.0, leave=False)
+    for i in bar:
+        seq = min(args.bptt, data.shape[0] - 1 - i)
+        x, y = data[i : i + seq], data[i + 1 : i + 1 + seq]
+        lr = lr_at(step0 + n, total_steps, args.lr, args.warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        logits, state, _ = net(x, detach_state(state))
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        opt.step()
+        if after_step is not None:
+            after_step()
+        model.clamp_thresholds()
+        loss_sum, n = loss_sum + loss.item(), n + 1
+        if n % 20 == 0:
+            bar.set_postfix(ppl=f"{math.exp(min(loss_sum / n, 50)):.1f}", lr=f"{lr:.2g}")
+    bar.close()
+    return loss_sum / max(1, n), n, lr
+
+
 def train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -305,41 +351,20 @@ def train(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         files.log.unlink(missing_ok=True)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
-    from tqdm import tqdm
-
     done_here = 0
     while info["epoch"] < args.epochs and (args.stop_after is None or done_here < args.stop_after):
         epoch = info["epoch"]
         torch.manual_seed(epoch_seed(args.seed, epoch, rank))
-        model.train()
         t0 = time.time()
-        state, loss_sum, n_batches = None, 0.0, 0
-        bar = tqdm(range(0, train_data.shape[0] - 1, args.bptt), desc=f"epoch {epoch + 1}/{args.epochs}",
-                   disable=args.quiet or not lead, mininterval=5.0, leave=False)
-        for i in bar:
-            seq = min(args.bptt, train_data.shape[0] - 1 - i)
-            x, y = train_data[i : i + seq], train_data[i + 1 : i + 1 + seq]
-            lr = lr_at(info["step"], total_steps, args.lr, args.warmup_steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            logits, state, _ = net(x, detach_state(state))
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if args.clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-            opt.step()
-            model.clamp_thresholds()
-            info["step"] += 1
-            loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
-            if n_batches % 20 == 0:
-                bar.set_postfix(ppl=f"{math.exp(min(loss_sum / n_batches, 50)):.1f}", lr=f"{lr:.2g}")
-        bar.close()
+        mean_loss, n_batches, lr = train_epoch(
+            net, model, train_data, opt, args, info["step"], total_steps,
+            desc=f"epoch {epoch + 1}/{args.epochs}", show=lead)
+        info["step"] += n_batches
         train_seconds = time.time() - t0
         valid = evaluate(model, corpus.valid, args.eval_batch_size, args.bptt, rank, world)
         info["epoch"] = epoch + 1
         info["train_seconds"] += train_seconds
-        record = {"epoch": epoch + 1, "train_ppl": math.exp(min(loss_sum / max(1, n_batches), 50.0)),
+        record = {"epoch": epoch + 1, "train_ppl": math.exp(min(mean_loss, 50.0)),
                   "valid_ppl": valid["ppl"], "valid_activity": valid["activity"], "lr": lr,
                   "seconds": round(train_seconds, 2)}
         info["history"].append(record)
