@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from reference import run_reference
 
 from eventsim.checkpoint import load_checkpoint
@@ -123,3 +125,33 @@ def test_synthetic_pruning_hits_requested_sparsity():
                                        weight_sparsity=0.8, seed=0)
     w = tensors["layers.0.recurrent_kernel"]
     assert abs(1 - np.count_nonzero(w) / w.size - 0.8) < 0.01
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cell=st.sampled_from(["egru", "lstm"]),
+    emb=st.integers(2, 12),
+    hidden=st.lists(st.integers(2, 20), min_size=0, max_size=2),
+    sparsity=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
+    thr_mean=st.floats(0.02, 0.6),
+    per_pe=st.integers(1, 25),
+    dense_threshold=st.sampled_from([0.0, 0.3, 2.0]),
+    seed=st.integers(0, 10_000),
+)
+def test_engine_equals_reference_for_any_shape(tmp_path, cell, emb, hidden, sparsity, thr_mean, per_pe,
+                                               dense_threshold, seed):
+    """Any stack, sparsity, threshold, placement and storage: same logits, outputs and MACs as the oracle."""
+    path = write_random_language_model(tmp_path / f"h{seed}.safetensors", cell=cell, vocab_size=40, emb_size=emb,
+                                       hidden_sizes=(*hidden, emb), weight_sparsity=sparsity, thr_mean=thr_mean,
+                                       seed=seed)
+    ck = load_checkpoint(path)
+    tokens = np.random.default_rng(seed).integers(0, 40, 25)
+    res = simulate_tokens(ck, tokens, placement=even_placement(ck.manifest, per_pe), record_logits=True,
+                          record_outputs=True, dense_threshold=dense_threshold, chunk_tokens=7)
+    ref = run_reference(ck, tokens)
+    np.testing.assert_allclose(res.logits, ref["logits"], rtol=1e-9, atol=1e-12)
+    for i, out in enumerate(ref["outputs"]):
+        np.testing.assert_allclose(res.layer_outputs[i], out, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(_layer_macs(res, ck), ref["macs"])
+    # The per-PE counters add up to the oracle's total.
+    assert res.trace.macs.sum() == ref["macs"].sum()
