@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from training.recurrent import GatedRecurrentLayer
+
 GATES = ("z", "r", "g")
 THR_MIN = 1e-3
 
@@ -63,7 +65,7 @@ def egru_step(
     return y, c - event * thr
 
 
-class EGRU(nn.Module):
+class EGRU(GatedRecurrentLayer):
     """A time-major EGRU layer: ``forward(x [T, B, I], state) -> (y [T, B, H], (y_T, c_T))``.
 
     ``dropconnect`` zeroes entries of ``recurrent_kernel`` (one mask per forward
@@ -72,6 +74,7 @@ class EGRU(nn.Module):
     """
 
     kind = "egru"
+    n_gates = 3
 
     def __init__(
         self,
@@ -84,20 +87,10 @@ class EGRU(nn.Module):
         thr_concentration: float = 10.0,
         candidate_bias: float = 0.3,
     ) -> None:
-        super().__init__()
-        if input_size <= 0 or hidden_size <= 0:
-            raise ValueError(f"EGRU sizes must be positive, got input {input_size}, hidden {hidden_size}")
-        if not 0.0 <= dropconnect < 1.0:
-            raise ValueError(f"dropconnect must be in [0, 1), got {dropconnect}")
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.dropconnect, self.dampening, self.support = dropconnect, dampening, support
+        super().__init__(input_size, hidden_size, dropconnect)
+        self.dampening, self.support = dampening, support
         self.thr_mean, self.thr_concentration = thr_mean, thr_concentration
         self.candidate_bias = candidate_bias
-        h3 = 3 * hidden_size
-        self.kernel = nn.Parameter(torch.empty(input_size, h3))
-        self.recurrent_kernel = nn.Parameter(torch.empty(hidden_size, h3))
-        self.bias = nn.Parameter(torch.empty(h3))
-        self.recurrent_bias = nn.Parameter(torch.empty(h3))
         self.thr = nn.Parameter(torch.empty(hidden_size))
         self.reset_parameters()
 
@@ -124,24 +117,8 @@ class EGRU(nn.Module):
         """Keep thresholds positive (call after each optimizer step)."""
         self.thr.clamp_(min=minimum)
 
-    def init_state(self, batch: int, dtype: torch.dtype | None = None, device=None) -> tuple[Tensor, Tensor]:
-        dtype = dtype or self.kernel.dtype
-        device = device or self.kernel.device
-        zeros = torch.zeros(batch, self.hidden_size, dtype=dtype, device=device)
-        return zeros, zeros.clone()
-
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        steps, batch, _ = x.shape
-        y, c = state if state is not None else self.init_state(batch, x.dtype, x.device)
-        recurrent = self.recurrent_kernel
-        if self.training and self.dropconnect > 0:
-            recurrent = nn.functional.dropout(recurrent, p=self.dropconnect, training=True)
-        x_proj = torch.addmm(self.bias, x.reshape(steps * batch, -1), self.kernel).view(steps, batch, -1)
-        outputs = []
-        for t in range(steps):
-            y, c = egru_step(x_proj[t], y, c, recurrent, self.recurrent_bias, self.thr, self.dampening, self.support)
-            outputs.append(y)
-        return torch.stack(outputs), (y, c)
+    def step(self, x_proj: Tensor, out: Tensor, c: Tensor, recurrent_kernel: Tensor) -> tuple[Tensor, Tensor]:
+        return egru_step(x_proj, out, c, recurrent_kernel, self.recurrent_bias, self.thr, self.dampening, self.support)
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, dropconnect={self.dropconnect}"
+        return super().extra_repr() + f", dampening={self.dampening}, support={self.support}"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from training.recurrent import GatedRecurrentLayer
+
 GATES = ("i", "f", "g", "o")
 
 
@@ -34,23 +36,14 @@ def lstm_step(
     return o * torch.tanh(c), c
 
 
-class LSTM(nn.Module):
+class LSTM(GatedRecurrentLayer):
     """A time-major LSTM layer: ``forward(x [T, B, I], state) -> (h [T, B, H], (h_T, c_T))``."""
 
     kind = "lstm"
+    n_gates = 4
 
     def __init__(self, input_size: int, hidden_size: int, dropconnect: float = 0.0) -> None:
-        super().__init__()
-        if input_size <= 0 or hidden_size <= 0:
-            raise ValueError(f"LSTM sizes must be positive, got input {input_size}, hidden {hidden_size}")
-        if not 0.0 <= dropconnect < 1.0:
-            raise ValueError(f"dropconnect must be in [0, 1), got {dropconnect}")
-        self.input_size, self.hidden_size, self.dropconnect = input_size, hidden_size, dropconnect
-        h4 = 4 * hidden_size
-        self.kernel = nn.Parameter(torch.empty(input_size, h4))
-        self.recurrent_kernel = nn.Parameter(torch.empty(hidden_size, h4))
-        self.bias = nn.Parameter(torch.empty(h4))
-        self.recurrent_bias = nn.Parameter(torch.empty(h4))
+        super().__init__(input_size, hidden_size, dropconnect)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -63,24 +56,5 @@ class LSTM(nn.Module):
             self.recurrent_bias.zero_()
             self.bias[h : 2 * h] = 1.0  # forget gate open at the start
 
-    def init_state(self, batch: int, dtype: torch.dtype | None = None, device=None) -> tuple[Tensor, Tensor]:
-        dtype = dtype or self.kernel.dtype
-        device = device or self.kernel.device
-        zeros = torch.zeros(batch, self.hidden_size, dtype=dtype, device=device)
-        return zeros, zeros.clone()
-
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        steps, batch, _ = x.shape
-        h, c = state if state is not None else self.init_state(batch, x.dtype, x.device)
-        recurrent = self.recurrent_kernel
-        if self.training and self.dropconnect > 0:
-            recurrent = nn.functional.dropout(recurrent, p=self.dropconnect, training=True)
-        x_proj = torch.addmm(self.bias, x.reshape(steps * batch, -1), self.kernel).view(steps, batch, -1)
-        outputs = []
-        for t in range(steps):
-            h, c = lstm_step(x_proj[t], h, c, recurrent, self.recurrent_bias)
-            outputs.append(h)
-        return torch.stack(outputs), (h, c)
-
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, dropconnect={self.dropconnect}"
+    def step(self, x_proj: Tensor, out: Tensor, c: Tensor, recurrent_kernel: Tensor) -> tuple[Tensor, Tensor]:
+        return lstm_step(x_proj, out, c, recurrent_kernel, self.recurrent_bias)
