@@ -94,7 +94,7 @@ class Engine:
         outputs = np.zeros((T, int(self._out_offsets[-1])) if record_outputs else (0, 0), dtype=np.float64)
         run_tokens(
             tokens, targets,
-            net.emb_table, net.pe_start, net.pe_stop, self._emb_pes[0], self._emb_pes[1],
+            net.emb_table, self._emb_pes[0], self._emb_pes[1],
             net.layers, net.pe_start, net.pe_stop, net.bias_in, net.bias_rec, self._state_c, net.thr,
             self._ev_idx, self._ev_val, self._ev_count,
             net.blocks, net.rowptr, net.syn_idx, net.syn_val, net.dense_val, net.nnz_tab,

@@ -161,7 +161,7 @@ def log_softmax_topk(logits, target, topk_ids, topk_lp, buf):
 @njit(cache=True)
 def run_tokens(
     tokens, targets,
-    emb_table, emb_pe_start, emb_pe_stop, emb_pe_first, emb_pe_stop_id,
+    emb_table, emb_pe_first, emb_pe_stop_id,
     layers, pe_start, pe_stop, bias_in, bias_rec, state_c, thr,
     ev_idx, ev_val, ev_count,
     blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
@@ -188,7 +188,7 @@ def run_tokens(
         n_in = 0
         for pe in range(emb_pe_first, emb_pe_stop_id):
             emitted = 0
-            for j in range(emb_pe_start[pe], emb_pe_stop[pe]):
+            for j in range(pe_start[pe], pe_stop[pe]):
                 x = emb_table[tok, j]
                 if x != 0.0:
                     in_idx[n_in] = j
@@ -196,7 +196,7 @@ def run_tokens(
                     n_in += 1
                     emitted += 1
             counts_t[C_EMITTED, pe] += emitted
-            counts_t[C_DRAM, pe] += emb_pe_stop[pe] - emb_pe_start[pe]
+            counts_t[C_DRAM, pe] += pe_stop[pe] - pe_start[pe]
         for l in range(n_layers):
             H = layers[l, L_H]
             acc_off = layers[l, L_ACC_OFF]

@@ -29,7 +29,6 @@ from eventsim.placement import Placement
 
 COUNTERS = ("events_received", "events_emitted", "macs", "acs", "row_slices", "neuron_updates", "dram_words")
 BINARY, GRADED = 0, 1
-EVENT_TYPE_NAMES = {BINARY: "binary", GRADED: "graded"}
 
 
 @dataclass
@@ -73,13 +72,6 @@ class EventTrace:
         fanout = self.routes.any(axis=1).astype(np.int64)
         return self.events_emitted * fanout[None, :]
 
-    def slice_steps(self, start: int, stop: int) -> EventTrace:
-        kw = {name: self.counter(name)[start:stop] for name in COUNTERS}
-        return EventTrace(
-            self.placement, self.pe_population, self.population_kinds, self.event_type, self.routes,
-            self.synapses_stored, self.neurons, **kw,
-        )
-
     @staticmethod
     def concatenate(parts: list[EventTrace]) -> EventTrace:
         first = parts[0]
@@ -87,18 +79,4 @@ class EventTrace:
         return EventTrace(
             first.placement, first.pe_population, first.population_kinds, first.event_type, first.routes,
             first.synapses_stored, first.neurons, **kw,
-        )
-
-    def save_npz(self, path) -> None:
-        """Write counters and static facts to one ``.npz`` (no pickled objects)."""
-        np.savez_compressed(
-            path,
-            pe_population=self.pe_population,
-            population_names=np.array(self.placement.populations),
-            population_kinds=np.array(self.population_kinds),
-            event_type=self.event_type,
-            routes=self.routes,
-            synapses_stored=self.synapses_stored,
-            neurons=self.neurons,
-            **{name: self.counter(name) for name in COUNTERS},
         )

@@ -155,3 +155,15 @@ def test_engine_equals_reference_for_any_shape(tmp_path, cell, emb, hidden, spar
     np.testing.assert_array_equal(_layer_macs(res, ck), ref["macs"])
     # The per-PE counters add up to the oracle's total.
     assert res.trace.macs.sum() == ref["macs"].sum()
+
+
+def test_packets_follow_routes(small_egru):
+    """packets(t)[p, q] = events p emitted at t if p routes to q, else 0; summed over q that is
+    events x fan-out (each destination PE receives its own copy of a multicast packet)."""
+    ck = load_checkpoint(small_egru)
+    res = simulate_tokens(ck, np.random.default_rng(6).integers(0, 500, 10), placement=even_placement(ck.manifest, 9))
+    tr = res.trace
+    for t in range(tr.steps):
+        pk = tr.packets(t)
+        np.testing.assert_array_equal(pk, np.where(tr.routes, tr.events_emitted[t][:, None], 0))
+        np.testing.assert_array_equal(pk.sum(axis=1), tr.events_emitted[t] * tr.routes.sum(axis=1))
