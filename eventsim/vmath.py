@@ -163,6 +163,15 @@ def _exp_finish(pb, ub, tb, dst):
 
 
 @njit(**_JIT)
+def _exp_block(src, dst, pb, tb, ub, ti, ui):
+    """``dst = exp(src)`` for one block (``dst`` may be ``src``), through the three passes."""
+    m = src.shape[0]
+    _exp_reduce(src, tb, ub, pb)
+    _exp_scale_bits(ti, ui, m)
+    _exp_finish(pb, ub, tb, dst)
+
+
+@njit(**_JIT)
 def _check(x, out):
     n = x.shape[0]
     if out.shape[0] != n:
@@ -190,9 +199,7 @@ def exp_into(x, out):
     pb, _, _, tb, ub, ti, ui = _scratch(n)
     for s0 in range(0, n, BLOCK):
         m = min(BLOCK, n - s0)
-        _exp_reduce(x[s0 : s0 + m], tb, ub, pb)
-        _exp_scale_bits(ti, ui, m)
-        _exp_finish(pb, ub, tb, out[s0 : s0 + m])
+        _exp_block(x[s0 : s0 + m], out[s0 : s0 + m], pb, tb, ub, ti, ui)
     return out
 
 
@@ -209,9 +216,7 @@ def sigmoid_into(x, out):
             xi = xs[j]
             xb[j] = xi
             eb[j] = -abs(xi)
-        _exp_reduce(eb[:m], tb, ub, pb)
-        _exp_scale_bits(ti, ui, m)
-        _exp_finish(pb, ub, tb, eb[:m])
+        _exp_block(eb[:m], eb[:m], pb, tb, ub, ti, ui)
         for j in range(m):
             e = eb[j]  # exp(-|x|) in [0, 1]
             pos = xb[j] >= 0.0
@@ -236,9 +241,7 @@ def tanh_into(x, out):
             xi = xs[j]
             xb[j] = xi
             eb[j] = 2.0 * abs(xi)
-        _exp_reduce(eb[:m], tb, ub, pb)
-        _exp_scale_bits(ti, ui, m)
-        _exp_finish(pb, ub, tb, eb[:m])
+        _exp_block(eb[:m], eb[:m], pb, tb, ub, ti, ui)
         for j in range(m):
             xi = xb[j]
             e = eb[j]  # exp(2|x|) in [1, inf]
