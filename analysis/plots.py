@@ -169,6 +169,22 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _finish(fig, ax, out: Path, stem: str, xlabel: str, ylabel: str, title: str,
+            grid_which: str = "both", legend_fontsize: float | None = None) -> list[Path]:
+    """Labels, grid and legend (when anything is labelled); write every format and close."""
+    import matplotlib.pyplot as plt  # draw_figures has already chosen the Agg backend
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which=grid_which, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_fontsize)
+    paths = _save(fig, out, stem)
+    plt.close(fig)
+    return paths
+
+
 def _title(prefix: str, text: str) -> str:
     return f"{prefix}: {text}" if prefix else text
 
@@ -194,26 +210,16 @@ def draw_figures(series: list[Series], out: Path, title: str = "") -> list[Path]
         for p, xi, yi in zip(pts, x, y):
             ax.annotate(f"{level_of(p)}%", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("MAC reduction factor (dense / effective MACs, recurrent layers)")
-    ax.set_ylabel("test perplexity")
-    ax.set_title(_title(title, "Perplexity vs. MAC reduction"))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    written += _save(fig, out, FIGURES[0])
-    plt.close(fig)
+    written += _finish(fig, ax, out, FIGURES[0], "MAC reduction factor (dense / effective MACs, recurrent layers)",
+                       "test perplexity", _title(title, "Perplexity vs. MAC reduction"))
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for s in series:
         ax.plot([100 * p["weight_sparsity"] for p in s.points], s.column("effective_macs_per_token"),
                 marker=markers.get(s.cell, "^"), color=colors[s.label], label=s.label)
     ax.set_yscale("log")
-    ax.set_xlabel("weight sparsity (%)")
-    ax.set_ylabel("effective MACs per token (recurrent layers)")
-    ax.set_title(_title(title, "MACs vs. weight sparsity"))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    written += _save(fig, out, FIGURES[1])
-    plt.close(fig)
+    written += _finish(fig, ax, out, FIGURES[1], "weight sparsity (%)", "effective MACs per token (recurrent layers)",
+                       _title(title, "MACs vs. weight sparsity"))
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for s in series:
@@ -227,14 +233,8 @@ def draw_figures(series: list[Series], out: Path, title: str = "") -> list[Path]
             acts = [next(la["activity"] for la in p["layers"] if la["name"] == name) for p in s.points]
             ax.plot(x, [100 * a for a in acts], marker=".", linestyle=line_styles[1 + k % 3], color=colors[s.label],
                     alpha=0.7, label=f"{s.label} {name}")
-    ax.set_xlabel("weight sparsity (%)")
-    ax.set_ylabel("activity (% of neurons with an event per token)")
-    ax.set_title(_title(title, "EGRU activity vs. weight sparsity"))
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    written += _save(fig, out, FIGURES[2])
-    plt.close(fig)
+    written += _finish(fig, ax, out, FIGURES[2], "weight sparsity (%)", "activity (% of neurons with an event per token)",
+                       _title(title, "EGRU activity vs. weight sparsity"), grid_which="major", legend_fontsize=8)
 
     chips = sorted({c for s in series for c in s.energy})
     if chips:
@@ -247,13 +247,8 @@ def draw_figures(series: list[Series], out: Path, title: str = "") -> list[Path]
                             marker=markers.get(s.cell, "^"), color=colors[s.label],
                             linestyle=line_styles[j % len(line_styles)], label=f"{s.label} on {c}")
         ax.set_yscale("log")
-        ax.set_xlabel("weight sparsity (%)")
-        ax.set_ylabel("energy per token (nJ)")
-        ax.set_title(_title(title, "Energy per token vs. weight sparsity"))
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        written += _save(fig, out, ENERGY_FIGURE)
-        plt.close(fig)
+        written += _finish(fig, ax, out, ENERGY_FIGURE, "weight sparsity (%)", "energy per token (nJ)",
+                           _title(title, "Energy per token vs. weight sparsity"), legend_fontsize=8)
     return written
 
 
