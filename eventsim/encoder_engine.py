@@ -50,6 +50,8 @@ from eventsim.encoder_kernels import (
     P_PAR0,
     P_PAR1,
     P_RESET_ZERO,
+    P_NRUN,
+    P_RUN,
     P_SIZE,
     P_SOFTMAX,
     P_STATE,
@@ -169,11 +171,16 @@ class _Run:
         self.tmp_val = np.zeros(max_in)
         self.pos_start = np.zeros(max_in + 1, np.int64)
         self.pos_list = np.zeros(N * max_in, np.int64)
-        self.S = np.zeros((N, N))
-        self.q_rows = np.zeros(N, np.int64)
-        self.p_rows = np.zeros((N, N), np.int64)
-        self.p_cnt = np.zeros(N, np.int64)
-        self.row_sum = np.zeros(N)
+        # Attention scratch, transposed so every event is a vector add over the N queries.
+        attn = [n for n in nodes if n.kind == "spiking_attention"]
+        f_max = max([n.size for n in attn], default=1)
+        h_max = max([n.heads for n in attn], default=1)
+        self.qt, self.ot = np.zeros((f_max, N)), np.zeros((f_max, N))
+        self.st = np.zeros((h_max, N, N))
+        self.nq, self.nk = np.zeros(f_max, np.int64), np.zeros(f_max, np.int64)
+        self.pc = np.zeros((h_max, N), np.int64)
+        self.row_sum = np.zeros((h_max, N))
+        self.mx = np.zeros(N)
         self.stats = np.zeros((len(self.lifs), 3))
 
     def layout(self) -> None:
@@ -182,7 +189,7 @@ class _Run:
         nodes = net.nodes
         prog = np.zeros((len(nodes), PROG_COLUMNS), np.int64)
         progf = np.zeros((len(nodes), 4))
-        inputs, params, feat = [], [np.zeros(0)], []
+        inputs, params, feat, runs = [], [np.zeros(0)], [], []
         val = ev = cnt = feat_off = par = st = 0
         self.val_off, self.state_off = [], {}
         delayed_src = {src for n in nodes for src, d in zip(n.inputs, n.delayed) if d}
@@ -199,6 +206,9 @@ class _Run:
             row[P_FEAT] = feat_off
             feat.append(n.feat_pe)
             feat_off += n.size
+            node_runs = pe_runs(n.feat_pe)
+            row[P_RUN], row[P_NRUN] = len(runs), len(node_runs)
+            runs += node_runs
             row[P_IN_OFF] = len(inputs)
             row[P_N_IN] = len(n.inputs)
             inputs += [(src, int(d)) for src, d in zip(n.inputs, n.delayed)]
@@ -234,6 +244,7 @@ class _Run:
         self.inputs = np.array(inputs, np.int64).reshape(-1, 2)
         self.params = np.concatenate(params)
         self.feat_pe = np.concatenate(feat).astype(np.int64)
+        self.runs = np.array(runs, np.int64).reshape(-1, 3)
         self.vals, self.prev_vals = np.zeros(val), np.zeros(val)
         self.ev_idx, self.prev_ev_idx = np.zeros(ev, np.int32), np.zeros(ev, np.int32)
         self.ev_cnt, self.prev_ev_cnt = np.zeros(cnt, np.int64), np.zeros(cnt, np.int64)
@@ -245,6 +256,11 @@ class _Run:
         o = self.state_off[node.index]
         return buf[o:o + self.N * node.size].reshape(self.N, node.size)
 
+    def node_runs(self, node: EncoderNode) -> np.ndarray:
+        """``[runs, 3]`` rows (first feature, stop, PE) of ``node``'s features."""
+        r = self.prog[node.index]
+        return self.runs[r[P_RUN]:r[P_RUN] + r[P_NRUN]]
+
     def asr(self, node: EncoderNode) -> np.ndarray:
         return self.lif_state[node.index]["asr_num"] / self.den[node.index]
 
@@ -255,20 +271,21 @@ class _Run:
         p = node.params
         x = self.out[0]
         x[:] = p["word"][self.ids] + p["position"][: self.N]
+        runs = self.node_runs(node)
         if "weight" in p:
-            layernorm_rows(x, p["weight"], p["bias"], node.eps, node.feat_pe, self.once)
+            layernorm_rows(x, p["weight"], p["bias"], node.eps, runs, self.once)
         for c in range(node.size):  # two table words (word and position row) per position, per feature
             self.once[C_DRAM, node.feat_pe[c]] += 2 * self.N
-        count_emitted_real(x, node.feat_pe, self.once)
+        count_emitted_real(x, runs, self.once)
 
     # ---------------------------------------------------------------- the step loop
     def step(self, t: int, asr_mean, spike_fraction, residual, spikes_rec, asr_rec) -> None:
         tb = self.net.table
         encoder_step(self.N, self.prog, self.progf, self.inputs, self.vals, self.prev_vals, self.ev_idx, self.ev_cnt,
                      self.prev_ev_idx, self.prev_ev_cnt, self.cur, self.u, self.asr_num, self.cur_num, self.den,
-                     self.params, self.feat_pe, tb.blocks, tb.rowptr, tb.syn_idx, tb.syn_val, tb.dense_val,
-                     tb.nnz_tab, self.counts[t], self.stats, self.S, self.q_rows, self.p_rows, self.p_cnt,
-                     self.row_sum, self.tmp_idx, self.tmp_val, self.pos_start, self.pos_list)
+                     self.params, self.feat_pe, self.runs, tb.blocks, tb.rowptr, tb.syn_idx, tb.syn_val, tb.dense_val,
+                     tb.nnz_tab, self.counts[t], self.stats, self.qt, self.st, self.ot, self.nq, self.nk, self.pc,
+                     self.row_sum, self.mx, self.tmp_idx, self.tmp_val, self.pos_start, self.pos_list)
         cells = np.array([self.N * n.size for n in self.lifs], dtype=np.float64)
         asr_mean[t] = self.stats[:, S_ASR] / cells
         spike_fraction[t] = self.stats[:, S_SPIKES] / cells
@@ -355,6 +372,14 @@ class _Run:
             neurons=np.array([s.size for s in net.placement.slices()], dtype=np.int64),
             **{name: np.ascontiguousarray(c[:, i, :]) for i, name in enumerate(COUNTERS)},
         )
+
+
+def pe_runs(feat_pe: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(first feature, stop, PE)`` for each run of consecutive features on one PE."""
+    cut = np.flatnonzero(np.diff(feat_pe)) + 1
+    starts = np.concatenate([[0], cut]).astype(int)
+    stops = np.concatenate([cut, [feat_pe.size]]).astype(int)
+    return [(int(a), int(b), int(feat_pe[a])) for a, b in zip(starts, stops)]
 
 
 def _by_node(plane: np.ndarray, pop: np.ndarray, n_nodes: int) -> np.ndarray:

@@ -46,75 +46,83 @@ SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
 @njit(cache=True)
-def per_feature_count(counts_t, plane, feat_pe, times):
-    """Add ``times`` to ``plane`` of the PE of every feature (element-wise work over all positions)."""
-    for c in range(feat_pe.shape[0]):
-        counts_t[plane, feat_pe[c]] += times
+def count_per_feature(counts_t, plane, runs, times):
+    """Add ``times`` to ``plane`` for every feature, one add per PE run (element-wise work over all positions)."""
+    for r in range(runs.shape[0]):
+        counts_t[plane, runs[r, 2]] += times * (runs[r, 1] - runs[r, 0])
 
 
 @njit(cache=True)
-def count_emitted_real(out, feat_pe, counts_t):
+def count_emitted_real(out, runs, counts_t):
     """Graded events a real-valued node sends: its non-zero (position, feature) values, on their PEs.
 
-    Features of one PE are contiguous, so each PE's run of columns is one
-    branch-free (vectorised) count over all positions.
+    Features of one PE are contiguous (a run), so each run is one branch-free
+    (vectorised) count over all positions.
     """
-    N, F = out.shape
-    c0 = 0
-    while c0 < F:
-        pe = feat_pe[c0]
-        c1 = c0 + 1
-        while c1 < F and feat_pe[c1] == pe:
-            c1 += 1
+    N = out.shape[0]
+    for r in range(runs.shape[0]):
+        c0 = runs[r, 0]
+        c1 = runs[r, 1]
         tot = 0
         for n in range(N):
             row = out[n, c0:c1]
             for c in range(row.shape[0]):
                 tot += row[c] != 0.0
-        counts_t[C_EMITTED, pe] += tot
-        c0 = c1
+        counts_t[C_EMITTED, runs[r, 2]] += tot
 
 
 @njit(cache=True)
-def gather_input(dst, src, binary, first, feat_pe, counts_t):
-    """Element-wise sum of a node's inputs, one input at a time, in list order.
+def gather_input(dst, src, first, runs, counts_t):
+    """Element-wise sum of a node's real inputs, one input at a time, in list order.
 
-    The first input is copied; a further real input costs one add per element;
-    a binary input (spikes, 0/1) costs one AC per spike.
+    The first input is copied; a further real input costs one add per element.
     """
     N, F = dst.shape
     if first:
         for n in range(N):
+            d = dst[n]
+            s = src[n]
             for c in range(F):
-                dst[n, c] = src[n, c]
-    elif binary:
-        for n in range(N):
-            for c in range(F):
-                if src[n, c] != 0.0:
-                    dst[n, c] += src[n, c]
+                d[c] = s[c]
     else:
         for n in range(N):
+            d = dst[n]
+            s = src[n]
             for c in range(F):
-                dst[n, c] += src[n, c]
-        for c in range(F):
-            counts_t[C_ADDS, feat_pe[c]] += N
-    if binary:
-        for n in range(N):
-            for c in range(F):
-                if src[n, c] != 0.0:
-                    counts_t[C_ACS, feat_pe[c]] += 1
+                d[c] += s[c]
+        count_per_feature(counts_t, C_ADDS, runs, N)
 
 
 @njit(cache=True)
-def linear_init(out, bias, has_bias, feat_pe, counts_t):
+def gather_spikes(dst, ev_idx, ev_cnt, first, feat_pe, counts_t):
+    """Add a spike input (0/1) to ``dst`` from its spike lists: one AC per spike (or a copy if it is the first)."""
+    N = dst.shape[0]
+    if first:
+        dst[:, :] = 0.0
+    for n in range(N):
+        d = dst[n]
+        e = ev_idx[n]
+        for i in range(ev_cnt[n]):
+            d[e[i]] += 1.0
+            counts_t[C_ACS, feat_pe[e[i]]] += 1
+
+
+@njit(cache=True)
+def linear_init(out, bias, has_bias, runs, counts_t):
     """Start every position's accumulator at the bias (one add per output element) or at zero."""
     N, F = out.shape
-    for n in range(N):
-        for c in range(F):
-            out[n, c] = bias[c] if has_bias else 0.0
     if has_bias:
-        for c in range(F):
-            counts_t[C_ADDS, feat_pe[c]] += N
+        for n in range(N):
+            o = out[n]
+            for c in range(F):
+                o[c] = bias[c]
+        count_per_feature(counts_t, C_ADDS, runs, N)
+    else:
+        out[:, :] = 0.0
+
+
+# Output columns per tile of a dense spike projection: 32 positions x 128 float64 stay in L1.
+DENSE_TILE = 128
 
 
 @njit(cache=True)
@@ -124,13 +132,12 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
 
     A CSR block goes position by position. A dense block takes the spikes input
     neuron by input neuron (a counting sort of the positions' spike lists into
-    ``pos_start``/``pos_list``), so a weight row is read once per step and added
-    to every position where its neuron spiked while it is in cache (20-25 %
-    faster at 20 % spikes; for CSR rows the scatter is the cost and this gains
-    nothing). Each output element still receives its rows in
-    increasing input order after the bias, as in
-    :func:`eventsim.kernels.deliver_spikes` run position by position: the sums
-    are the same, bit for bit, and so are the counts.
+    ``pos_start``/``pos_list``) and output tile by output tile (:data:`DENSE_TILE`
+    columns), so a weight row tile is read once per step and added to every
+    position where its neuron spiked while those positions' tiles stay in L1.
+    Each output element still receives its rows in increasing input order after
+    the bias, as in :func:`eventsim.kernels.deliver_spikes` run position by
+    position: the sums are the same, bit for bit, and so are the counts.
     """
     N = out.shape[0]
     if blocks[b, B_DENSE] != 1:  # CSR rows: the scatter, not the row reads, is the cost; go position by position
@@ -163,16 +170,23 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
     noff = blocks[b, B_NNZ_OFF]
     acs = counts_t[C_ACS, pe0:pe0 + npe]
     doff = blocks[b, B_DENSE_OFF]
+    for t0 in range(0, ncols, DENSE_TILE):
+        t1 = min(t0 + DENSE_TILE, ncols)
+        for j in range(n_in):
+            k0 = pos_start[j]
+            k1 = pos_start[j + 1]
+            if k0 == k1:
+                continue
+            w = dense_val[doff + j * ncols + t0:doff + j * ncols + t1]
+            for k in range(k0, k1):
+                a = out[pos_list[k], base + t0:base + t1]
+                for c in range(t1 - t0):
+                    a[c] += w[c]
     for j in range(n_in):
         k0 = pos_start[j]
         k1 = pos_start[j + 1]
         if k0 == k1:
             continue
-        w = dense_val[doff + j * ncols:doff + (j + 1) * ncols]
-        for k in range(k0, k1):
-            a = out[pos_list[k], base:base + ncols]
-            for c in range(ncols):
-                a[c] += w[c]
         share = nnz_tab[noff + j * npe:noff + (j + 1) * npe]
         for p in range(npe):
             acs[p] += share[p] * (k1 - k0)
@@ -194,41 +208,56 @@ def linear_from_real(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, x,
         deliver(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, tmp_idx, tmp_val, k, out[n], counts_t)
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def _row_sum(x):
+    """Sum of a row, reassociated (vectorised): LayerNorm statistics, not a contract-ordered sum."""
+    s = 0.0
+    for c in range(x.shape[0]):
+        s += x[c]
+    return s
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _row_sq_dev(x, mu):
+    s = 0.0
+    for c in range(x.shape[0]):
+        d = x[c] - mu
+        s += d * d
+    return s
+
+
 @njit(cache=True)
-def layernorm_rows(x, weight, bias, eps, feat_pe, counts_t):
-    """In place, per position: ``(x - mean) / sqrt(var + eps) * weight + bias`` (biased variance)."""
+def layernorm_rows(x, weight, bias, eps, runs, counts_t):
+    """In place, per position: ``(x - mean) / sqrt(var + eps) * weight + bias`` (biased variance).
+
+    The mean and variance sums are vectorised (their order is not the
+    contract's to fix; the numpy and torch references sum pairwise); the
+    normalisation is element by element, as written.
+    """
     N, F = x.shape
     for n in range(N):
-        s = 0.0
+        r = x[n]
+        mu = _row_sum(r) / F
+        sd = math.sqrt(_row_sq_dev(r, mu) / F + eps)
         for c in range(F):
-            s += x[n, c]
-        mu = s / F
-        v = 0.0
-        for c in range(F):
-            d = x[n, c] - mu
-            v += d * d
-        sd = math.sqrt(v / F + eps)
-        for c in range(F):
-            x[n, c] = (x[n, c] - mu) / sd * weight[c] + bias[c]
-    for c in range(F):
-        counts_t[C_LAYERNORM, feat_pe[c]] += N
+            r[c] = (r[c] - mu) / sd * weight[c] + bias[c]
+    count_per_feature(counts_t, C_LAYERNORM, runs, N)
 
 
 @njit(cache=True)
-def gelu_rows(x, feat_pe, counts_t):
+def gelu_rows(x, runs, counts_t):
     """In place: exact GELU ``0.5 * x * (1 + erf(x / sqrt(2)))``."""
     N, F = x.shape
     for n in range(N):
         for c in range(F):
             v = x[n, c]
             x[n, c] = 0.5 * v * (1.0 + math.erf(v * SQRT_HALF))
-    for c in range(F):
-        counts_t[C_GELU, feat_pe[c]] += N
+    count_per_feature(counts_t, C_GELU, runs, N)
 
 
 @njit(cache=True)
 def lif_step(current, u, s, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, reset_zero,
-             asr_num, cur_num, feat_pe, counts_t):
+             asr_num, cur_num, runs, counts_t):
     """One step of a LIF population at every position; spikes, their lists, and the ASR running sums.
 
     ``u = gamma * u + I`` (or ``gamma * u + input_gain * I`` with ``decay_input``,
@@ -236,9 +265,10 @@ def lif_step(current, u, s, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input
     or to zero. The ASR numerator ``sum gamma^(t-tau) s[tau]`` and the weighted
     input current are updated in place. Returns the number of spikes.
 
-    Each position is a few passes over its row: the membrane and the running
-    sums vectorise; the threshold pass writes the spike list without branches
-    (every feature is written at the list's end, which advances on a spike).
+    Per position: one vectorised pass (membrane, threshold, reset, running sums:
+    selects, no branches), then the spike list written without branches
+    (every feature is written at the list's end, which advances on a spike),
+    PE run by PE run so each PE's emitted events are one subtraction.
     """
     N, F = u.shape
     spikes = 0
@@ -246,36 +276,43 @@ def lif_step(current, u, s, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input
         un = u[n]
         xn = current[n]
         sn = s[n]
-        en = ev_idx[n]
-        if decay_input:
-            for c in range(F):
-                un[c] = gamma * un[c] + input_gain * xn[c]
-        else:
-            for c in range(F):
-                un[c] = gamma * un[c] + xn[c]
-        k = 0
-        for c in range(F):
-            uu = un[c]
-            fire = uu >= v_th
-            en[k] = c
-            k += fire
-            sn[c] = 1.0 if fire else 0.0
-            if reset_zero:
-                un[c] = 0.0 if fire else uu
-            else:
-                un[c] = uu - v_th if fire else uu
-        ev_cnt[n] = k
-        spikes += k
-        for i in range(k):
-            counts_t[C_EMITTED, feat_pe[en[i]]] += 1
         an = asr_num[n]
         cn = cur_num[n]
-        for c in range(F):
-            an[c] = gamma * an[c] + sn[c]
-        for c in range(F):
-            cn[c] = gamma * cn[c] + xn[c]
-    for c in range(F):
-        counts_t[C_UPDATES, feat_pe[c]] += N
+        if decay_input:
+            for c in range(F):
+                uu = gamma * un[c] + input_gain * xn[c]
+                fire = uu >= v_th
+                sv = 1.0 if fire else 0.0
+                sn[c] = sv
+                if reset_zero:
+                    un[c] = 0.0 if fire else uu
+                else:
+                    un[c] = uu - v_th if fire else uu
+                an[c] = gamma * an[c] + sv
+                cn[c] = gamma * cn[c] + xn[c]
+        else:
+            for c in range(F):
+                uu = gamma * un[c] + xn[c]
+                fire = uu >= v_th
+                sv = 1.0 if fire else 0.0
+                sn[c] = sv
+                if reset_zero:
+                    un[c] = 0.0 if fire else uu
+                else:
+                    un[c] = uu - v_th if fire else uu
+                an[c] = gamma * an[c] + sv
+                cn[c] = gamma * cn[c] + xn[c]
+        en = ev_idx[n]
+        k = 0
+        for r in range(runs.shape[0]):
+            k_run = k
+            for c in range(runs[r, 0], runs[r, 1]):
+                en[k] = c
+                k += sn[c] != 0.0
+            counts_t[C_EMITTED, runs[r, 2]] += k - k_run
+        ev_cnt[n] = k
+        spikes += k
+    count_per_feature(counts_t, C_UPDATES, runs, N)
     return spikes
 
 
@@ -303,84 +340,117 @@ def lif_stats(asr_num, cur_num, den, k_over_vth):
 
 
 @njit(cache=True)
-def spiking_attention(q, k, v, heads, scale, softmax, out, feat_pe, counts_t, S, q_rows, p_rows, p_cnt, row_sum):
+def spiking_attention(q, k_idx, k_cnt, v_idx, v_cnt, heads, scale, softmax, out, runs, counts_t,
+                      qt, st, ot, nq, nk, pc, row_sum, mx):
     """Per head: ``S = scale * Q K^T`` event by event over key spikes, optional softmax, ``out = P V``.
 
     With softmax, ``P`` is ``E = exp(S - rowmax)`` and the output is divided by
     the row sums afterwards (the contract's order: exact 1 when all keys spiked).
-    Output sums run over keys in increasing order.
 
-    ``Q K^T``: for every key spike ``(m, c)`` add ``Q[n, c]`` to ``S[n, m]`` for each
-    query ``n`` with ``Q[n, c] != 0``: ``nnz(Q[:, c]) * nnz(K[:, c])`` ACs on the PE
-    of feature ``c``. ``P V``: for every value spike ``(j, c)`` add ``P[n, j]`` to
-    ``out[n, c]`` for each non-zero ``P[n, j]``: ``nnz(P[:, j])`` ACs per spike.
-    Scaling, exponentials and row sums (``N * N`` each per head) are counted on
-    the PE of the head's first feature, divisions on the PE of each output feature.
+    Work runs on transposed, query-contiguous scratch so that every event is
+    one vector add over all ``N`` queries: ``st[h, m, :]`` is column ``m`` of
+    head ``h``'s scores, ``qt[c, :]`` column ``c`` of ``Q``, ``ot[c, :]`` column
+    ``c`` of the output. Each score sums its keys' features in increasing
+    order, each output its value positions in increasing order (adding an
+    exact zero where a query did not contribute changes no value).
+
+    Counts: ``Q K^T`` is ``nnz(Q[:, c]) * nnz(K[:, c])`` ACs on the PE of feature
+    ``c``; ``P V`` is ``nnz(P[:, j])`` ACs per value spike ``(j, c)``, on the PE
+    of ``c``. Scaling, exponentials and row sums (``N * N`` each per head) are
+    counted on the PE of the head's first feature, divisions (``N`` per
+    feature) on the PE of each output feature.
     """
     N, F = q.shape
     d = F // heads
+    for c in range(F):
+        nq[c] = 0
+        nk[c] = 0
+    for n in range(N):
+        for c in range(F):
+            x = q[n, c]
+            qt[c, n] = x
+            nq[c] += x != 0.0
+    st[:, :, :] = 0.0
+    for m in range(N):  # Q K^T: each key spike (m, c) adds column c of Q to scores column m of its head
+        km = k_idx[m]
+        for e in range(k_cnt[m]):
+            c = km[e]
+            nk[c] += 1
+            srow = st[c // d, m]
+            qrow = qt[c]
+            for n in range(N):
+                srow[n] += qrow[n]
+    for r in range(runs.shape[0]):
+        tot = 0
+        for c in range(runs[r, 0], runs[r, 1]):
+            tot += nq[c] * nk[c]
+        counts_t[C_ACS, runs[r, 2]] += tot
     for h in range(heads):
-        c0 = h * d
-        for n in range(N):
-            for m in range(N):
-                S[n, m] = 0.0
-        for c in range(c0, c0 + d):
-            nq = 0
-            for n in range(N):
-                if q[n, c] != 0.0:
-                    q_rows[nq] = n
-                    nq += 1
-            nk = 0
-            for m in range(N):
-                if k[m, c] != 0.0:
-                    nk += 1
-                    for i in range(nq):
-                        S[q_rows[i], m] += q[q_rows[i], c]
-            counts_t[C_ACS, feat_pe[c]] += nq * nk
-        pe_h = feat_pe[c0]
+        sh = st[h]
+        pe_h = _pe_of(runs, h * d)
         if scale != 1.0:
-            for n in range(N):
-                for m in range(N):
-                    S[n, m] = scale * S[n, m]
+            for m in range(N):
+                for n in range(N):
+                    sh[m, n] = scale * sh[m, n]
             counts_t[C_MULS, pe_h] += N * N
-        if softmax:  # E = exp(S - rowmax); the row sums divide the output after P V (contract)
+        if softmax:  # E = exp(S - rowmax) per query; the row sums divide the output after P V (contract)
             for n in range(N):
-                mx = S[n, 0]
-                for m in range(1, N):
-                    if S[n, m] > mx:
-                        mx = S[n, m]
-                tot = 0.0
-                for m in range(N):
-                    e = math.exp(S[n, m] - mx)
-                    S[n, m] = e
-                    tot += e
-                row_sum[n] = tot
+                mx[n] = sh[0, n]
+            for m in range(1, N):
+                for n in range(N):
+                    mx[n] = sh[m, n] if sh[m, n] > mx[n] else mx[n]
+            for m in range(N):
+                for n in range(N):
+                    sh[m, n] = math.exp(sh[m, n] - mx[n])
+            rs = row_sum[h]
+            for n in range(N):
+                rs[n] = 0.0
+            for m in range(N):
+                for n in range(N):
+                    rs[n] += sh[m, n]
             counts_t[C_EXP, pe_h] += N * N
             counts_t[C_ADDS, pe_h] += N * N
         for j in range(N):
             cnt = 0
             for n in range(N):
-                if S[n, j] != 0.0:
-                    p_rows[j, cnt] = n
-                    cnt += 1
-            p_cnt[j] = cnt
-        for n in range(N):
-            for c in range(c0, c0 + d):
-                out[n, c] = 0.0
-        for j in range(N):
-            cnt = p_cnt[j]
-            for c in range(c0, c0 + d):
-                if v[j, c] != 0.0:
-                    for i in range(cnt):
-                        n = p_rows[j, i]
-                        out[n, c] += S[n, j]
-                    counts_t[C_ACS, feat_pe[c]] += cnt
-        if softmax:
+                cnt += sh[j, n] != 0.0
+            pc[h, j] = cnt
+    ot[:, :] = 0.0
+    for c in range(F):
+        nk[c] = 0  # from here: each output feature's P V ACs
+    for j in range(N):  # P V: each value spike (j, c) adds column j of its head's P to output column c
+        vj = v_idx[j]
+        for e in range(v_cnt[j]):
+            c = vj[e]
+            h = c // d
+            prow = st[h, j]
+            orow = ot[c]
             for n in range(N):
-                for c in range(c0, c0 + d):
-                    out[n, c] = out[n, c] / row_sum[n]
-            for c in range(c0, c0 + d):
-                counts_t[C_DIV, feat_pe[c]] += N
+                orow[n] += prow[n]
+            nk[c] += pc[h, j]
+    for r in range(runs.shape[0]):
+        tot = 0
+        for c in range(runs[r, 0], runs[r, 1]):
+            tot += nk[c]
+        counts_t[C_ACS, runs[r, 2]] += tot
+    for n in range(N):
+        if softmax:
+            for c in range(F):
+                out[n, c] = ot[c, n] / row_sum[c // d, n]
+        else:
+            for c in range(F):
+                out[n, c] = ot[c, n]
+    if softmax:
+        count_per_feature(counts_t, C_DIV, runs, N)
+
+
+@njit(cache=True)
+def _pe_of(runs, c):
+    """The PE of feature ``c`` (the run that holds it; runs are few)."""
+    for r in range(runs.shape[0]):
+        if c < runs[r, 1]:
+            return runs[r, 2]
+    return runs[runs.shape[0] - 1, 2]
 
 
 # ---------------------------------------------------------------------------------- the fused step
@@ -388,8 +458,8 @@ def spiking_attention(q, k, v, heads, scale, softmax, out, feat_pe, counts_t, S,
 # (offsets are into the flat buffers the engine lays out for one input of N positions).
 K_SKIP, K_LINEAR, K_LAYERNORM, K_GELU, K_LIF, K_ATTENTION = range(6)
 (P_KIND, P_SIZE, P_VAL, P_EV, P_CNT, P_FEAT, P_BLOCK, P_BIAS, P_PAR0, P_PAR1, P_IN_OFF, P_N_IN, P_BINARY,
- P_DECAY, P_RESET_ZERO, P_SOFTMAX, P_HEADS, P_LIF, P_DELAYED_SRC, P_DIRECT, P_STATE) = range(21)
-PROG_COLUMNS = 21
+ P_DECAY, P_RESET_ZERO, P_SOFTMAX, P_HEADS, P_LIF, P_DELAYED_SRC, P_DIRECT, P_STATE, P_RUN, P_NRUN) = range(23)
+PROG_COLUMNS = 23
 # Columns of the float table ``progf[node, column]``.
 F_VTH, F_GAMMA, F_SCALE, F_EPS = range(4)
 # Columns of the per-LIF statistics ``stats[lif, column]`` of one step.
@@ -403,19 +473,21 @@ def _view(buf, off, N, F):
 
 @njit(cache=True)
 def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
-                 cur, u, asr_num, cur_num, den, params, feat_pe,
+                 cur, u, asr_num, cur_num, den, params, feat_pe, runs,
                  blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                 counts_t, stats, S, q_rows, p_rows, p_cnt, row_sum, tmp_idx, tmp_val, pos_start, pos_list):
+                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, pos_start, pos_list):
     """One time step of every node, in schedule order, in one call (no Python between nodes).
 
     Node ``i``'s value is ``vals[prog[i, P_VAL]:][:N * size]`` as ``[N, size]``;
     its spike lists (binary nodes) ``ev_idx``/``ev_cnt`` at ``P_EV``/``P_CNT``;
-    a LIF's state (``u``, ASR sums) at ``P_STATE`` in the state buffers, and its
-    summed input current in ``cur`` there (or, for a single real input, is read in
-    place: ``P_DIRECT``). Inputs are rows ``(source node, delayed)`` of
-    ``inputs``; delayed ones read the previous step's copies ``prev_*``, which
-    are refreshed at the end. Each node runs the kernel above for its kind, so
-    the arithmetic and the counts are those of the per-node kernels.
+    its features' PEs ``feat_pe[P_FEAT:]`` and, grouped, its PE runs
+    ``runs[P_RUN:][:P_NRUN]`` (rows ``first feature, stop, PE``); a LIF's state
+    (``u``, ASR sums) at ``P_STATE`` in the state buffers, and its summed input
+    current in ``cur`` there (or, for a single real input, is read in place:
+    ``P_DIRECT``). Inputs are rows ``(source node, delayed)`` of ``inputs``;
+    delayed ones read the previous step's copies ``prev_*``, which are
+    refreshed at the end. Each node runs the kernel above for its kind, so the
+    arithmetic and the counts are those of the per-node kernels.
     """
     for i in range(prog.shape[0]):
         kind = prog[i, P_KIND]
@@ -424,10 +496,11 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
         F = prog[i, P_SIZE]
         out = _view(vals, prog[i, P_VAL], N, F)
         fp = feat_pe[prog[i, P_FEAT]:prog[i, P_FEAT] + F]
+        rn = runs[prog[i, P_RUN]:prog[i, P_RUN] + prog[i, P_NRUN]]
         i0 = prog[i, P_IN_OFF]
         n_in = prog[i, P_N_IN]
         if kind == K_LINEAR:
-            linear_init(out, params[prog[i, P_PAR0]:prog[i, P_PAR0] + F], prog[i, P_BIAS] == 1, fp, counts_t)
+            linear_init(out, params[prog[i, P_PAR0]:prog[i, P_PAR0] + F], prog[i, P_BIAS] == 1, rn, counts_t)
             for j in range(n_in):
                 src = inputs[i0 + j, 0]
                 delayed = inputs[i0 + j, 1] == 1
@@ -443,29 +516,34 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
                     v_buf = prev_vals if delayed else vals
                     linear_from_real(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
                                      _view(v_buf, prog[src, P_VAL], N, sF), out, counts_t, tmp_idx, tmp_val)
-            count_emitted_real(out, fp, counts_t)
+            count_emitted_real(out, rn, counts_t)
         elif kind == K_LAYERNORM or kind == K_GELU:
-            _gather(N, i, prog, inputs, vals, prev_vals, out, fp, counts_t)
+            _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, out, fp, rn,
+                    counts_t)
             if kind == K_LAYERNORM:
                 layernorm_rows(out, params[prog[i, P_PAR0]:prog[i, P_PAR0] + F],
-                               params[prog[i, P_PAR1]:prog[i, P_PAR1] + F], progf[i, F_EPS], fp, counts_t)
+                               params[prog[i, P_PAR1]:prog[i, P_PAR1] + F], progf[i, F_EPS], rn, counts_t)
             else:
-                gelu_rows(out, fp, counts_t)
-            count_emitted_real(out, fp, counts_t)
+                gelu_rows(out, rn, counts_t)
+            count_emitted_real(out, rn, counts_t)
         elif kind == K_ATTENTION:
             q = _view(vals, prog[inputs[i0, 0], P_VAL], N, F)
-            k = _view(vals, prog[inputs[i0 + 1, 0], P_VAL], N, F)
-            v = _view(vals, prog[inputs[i0 + 2, 0], P_VAL], N, F)
-            spiking_attention(q, k, v, prog[i, P_HEADS], progf[i, F_SCALE], prog[i, P_SOFTMAX] == 1, out, fp,
-                              counts_t, S, q_rows, p_rows, p_cnt, row_sum)
-            count_emitted_real(out, fp, counts_t)
+            ks = inputs[i0 + 1, 0]
+            vs = inputs[i0 + 2, 0]
+            H = prog[i, P_HEADS]
+            spiking_attention(q, _view(ev_idx, prog[ks, P_EV], N, F), ev_cnt[prog[ks, P_CNT]:prog[ks, P_CNT] + N],
+                              _view(ev_idx, prog[vs, P_EV], N, F), ev_cnt[prog[vs, P_CNT]:prog[vs, P_CNT] + N],
+                              H, progf[i, F_SCALE], prog[i, P_SOFTMAX] == 1, out, rn, counts_t,
+                              qt[:F, :N], st[:H, :N, :N], ot[:F, :N], nq, nk, pc, row_sum, mx)
+            count_emitted_real(out, rn, counts_t)
         elif kind == K_LIF:
             off = prog[i, P_STATE]
             if prog[i, P_DIRECT] == 1:
                 current = _view(vals, prog[inputs[i0, 0], P_VAL], N, F)
             else:
                 current = _view(cur, off, N, F)
-                _gather(N, i, prog, inputs, vals, prev_vals, current, fp, counts_t)
+                _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, current, fp,
+                        rn, counts_t)
             gamma = progf[i, F_GAMMA]
             v_th = progf[i, F_VTH]
             den[i] = gamma * den[i] + 1.0
@@ -475,7 +553,7 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
             c_num = _view(cur_num, off, N, F)
             spikes = lif_step(current, _view(u, off, N, F), out, _view(ev_idx, prog[i, P_EV], N, F),
                               ev_cnt[prog[i, P_CNT]:prog[i, P_CNT] + N], v_th, gamma, 1.0 - gamma, decay,
-                              prog[i, P_RESET_ZERO] == 1, a_num, c_num, fp, counts_t)
+                              prog[i, P_RESET_ZERO] == 1, a_num, c_num, rn, counts_t)
             asr_sum, sq_sum = lif_stats(a_num, c_num, den[i], kk / v_th)
             p = prog[i, P_LIF]
             stats[p, S_ASR] = asr_sum
@@ -494,11 +572,22 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
 
 
 @njit(cache=True)
-def _gather(N, i, prog, inputs, vals, prev_vals, dst, fp, counts_t):
-    """Element-wise sum of node ``i``'s inputs into ``dst`` (:func:`gather_input`, input by input)."""
+def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, dst, fp, rn, counts_t):
+    """Element-wise sum of node ``i``'s inputs into ``dst``, input by input in list order.
+
+    A real input is copied (the first) or added (one add per element); a spike
+    input is added from its spike lists, one AC per spike.
+    """
     i0 = prog[i, P_IN_OFF]
     for j in range(prog[i, P_N_IN]):
         src = inputs[i0 + j, 0]
-        buf = prev_vals if inputs[i0 + j, 1] == 1 else vals
-        gather_input(dst, _view(buf, prog[src, P_VAL], N, prog[src, P_SIZE]), prog[src, P_BINARY] == 1, j == 0,
-                     fp, counts_t)
+        delayed = inputs[i0 + j, 1] == 1
+        F = prog[src, P_SIZE]
+        if prog[src, P_BINARY] == 1:
+            e_buf = prev_ev_idx if delayed else ev_idx
+            c_buf = prev_ev_cnt if delayed else ev_cnt
+            gather_spikes(dst, _view(e_buf, prog[src, P_EV], N, F), c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N],
+                          j == 0, fp, counts_t)
+        else:
+            buf = prev_vals if delayed else vals
+            gather_input(dst, _view(buf, prog[src, P_VAL], N, F), j == 0, rn, counts_t)
