@@ -416,7 +416,7 @@ def run_point(task: PointTask) -> dict[str, Any]:
     has_attention = any(s.kind == "spiking_attention" for s in layers)
     reduced, chip_summaries, chip_step_energy, chip_step_latency = [], [], [], []
     for ids in task.inputs.ids:
-        result = engine.run(ids, task.steps, record_asr=has_attention)
+        result = engine.run(ids, task.steps, record_asr=has_attention, record_residual=True)
         reduced.append(reduce_input(result, ck, thresholds, task.tol, task.window))
         if chip is not None:
             from hw.cli_support import price_trace

@@ -129,7 +129,7 @@ def run(args) -> int:
     interrupted = False
     try:
         for i, ((_text, gold), enc) in enumerate(zip(inputs, encoded)):
-            res = engine.run(enc.ids, steps)
+            res = engine.run(enc.ids, steps, record_residual=True)
             rec = input_record(res, labels, steps, enc, gold)
             if chip is not None:
                 from hw.cli_support import price_trace

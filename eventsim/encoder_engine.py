@@ -61,7 +61,7 @@ from eventsim.encoder_kernels import (
     S_SPIKES,
     S_SQ,
     count_emitted_real,
-    encoder_step,
+    encoder_run,
     layernorm_rows,
 )
 from eventsim.encoder_network import CompiledEncoder, EncoderNode, compile_encoder, dense_counts
@@ -127,8 +127,15 @@ class EncoderEngine:
     ) -> EncoderEngine:
         return cls(compile_encoder(checkpoint, placement, vth_scale=vth_scale, vth=vth, **kw))
 
-    def run(self, token_ids, steps: int, record_spikes: bool = False, record_asr: bool = False) -> EncoderResult:
-        """Run one input of ``N <= max_positions`` token ids for ``steps`` time steps."""
+    def run(self, token_ids, steps: int, record_spikes: bool = False, record_asr: bool = False,
+            record_residual: bool = False) -> EncoderResult:
+        """Run one input of ``N <= max_positions`` token ids for ``steps`` time steps.
+
+        ``record_spikes``/``record_asr`` keep every spike / every neuron's ASR per
+        step; ``record_residual`` keeps each LIF's gamma-weighted input current
+        for the steady-state residual (one more pass per population and step;
+        without it ``steady_residual`` is NaN and ``current_mean_final`` empty).
+        """
         net = self.net
         ids = np.asarray(token_ids, dtype=np.int64)
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0:
@@ -142,7 +149,7 @@ class EncoderEngine:
             raise EventsimError(f"{ids.size} tokens exceed the model's {net.max_positions} positions")
         if ids.min() < 0 or ids.max() >= vocab:
             raise EventsimError(f"token ids must lie in [0, {vocab}), got {ids.min()}..{ids.max()}")
-        return _Run(net, ids, steps, record_spikes, record_asr).result()
+        return _Run(net, ids, steps, record_spikes, record_asr, record_residual).result()
 
 
 class _Run:
@@ -153,9 +160,10 @@ class _Run:
     :func:`eventsim.encoder_kernels.encoder_step` over them.
     """
 
-    def __init__(self, net: CompiledEncoder, ids: np.ndarray, steps: int, record_spikes: bool, record_asr: bool):
+    def __init__(self, net: CompiledEncoder, ids: np.ndarray, steps: int, record_spikes: bool, record_asr: bool,
+                 record_residual: bool = False):
         self.net, self.ids, self.T = net, ids, steps
-        self.record_spikes, self.record_asr = record_spikes, record_asr
+        self.record_spikes, self.record_asr, self.record_residual = record_spikes, record_asr, record_residual
         N = self.N = ids.size
         P = net.placement.pe_count
         self.counts = np.zeros((steps, len(COUNTERS), P), dtype=np.int64)
@@ -181,7 +189,8 @@ class _Run:
         self.pc = np.zeros((h_max, N), np.int64)
         self.row_sum = np.zeros((h_max, N))
         self.mx = np.zeros(N)
-        self.stats = np.zeros((len(self.lifs), 3))
+        self.fire = np.zeros(max_in, np.uint8)
+        self.stats = np.zeros((steps, len(self.lifs), 3))
 
     def layout(self) -> None:
         """The step program (:data:`eventsim.encoder_kernels.PROG_COLUMNS`) and flat buffers for ``N`` positions."""
@@ -250,6 +259,7 @@ class _Run:
         self.ev_cnt, self.prev_ev_cnt = np.zeros(cnt, np.int64), np.zeros(cnt, np.int64)
         self.cur, self.u, self.asr_num, self.cur_num = (np.zeros(st) for _ in range(4))
         self.den = np.zeros(len(nodes))
+        self.asr_tot = np.zeros(len(nodes))
 
     def view(self, buf: np.ndarray, node: EncoderNode) -> np.ndarray:
         """``[N, size]`` view of a LIF node's state in ``buf``."""
@@ -279,46 +289,38 @@ class _Run:
         count_emitted_real(x, runs, self.once)
 
     # ---------------------------------------------------------------- the step loop
-    def step(self, t: int, asr_mean, spike_fraction, residual, spikes_rec, asr_rec) -> None:
-        tb = self.net.table
-        encoder_step(self.N, self.prog, self.progf, self.inputs, self.vals, self.prev_vals, self.ev_idx, self.ev_cnt,
-                     self.prev_ev_idx, self.prev_ev_cnt, self.cur, self.u, self.asr_num, self.cur_num, self.den,
-                     self.params, self.feat_pe, self.runs, tb.blocks, tb.rowptr, tb.syn_idx, tb.syn_val, tb.dense_val,
-                     tb.nnz_tab, self.counts[t], self.stats, self.qt, self.st, self.ot, self.nq, self.nk, self.pc,
-                     self.row_sum, self.mx, self.tmp_idx, self.tmp_val, self.pos_start, self.pos_list)
-        cells = np.array([self.N * n.size for n in self.lifs], dtype=np.float64)
-        asr_mean[t] = self.stats[:, S_ASR] / cells
-        spike_fraction[t] = self.stats[:, S_SPIKES] / cells
-        residual[t] = np.sqrt(self.stats[:, S_SQ] / cells)
-        if spikes_rec is not None:
-            for node in self.lifs:
-                spikes_rec[node.name][t] = self.out[node.index] != 0.0
-        if asr_rec is not None:
-            for node in self.lifs:
-                asr_rec[node.name][t] = self.asr(node)
-
-    def read_out(self) -> np.ndarray:
-        """Classifier on the pooled ASR of its inputs after this step."""
-        cls = self.net.nodes[-1]
-        pooled = np.zeros(cls.params["weight"].shape[0])
-        for src in cls.inputs:
-            a = self.asr(self.net.nodes[src])
-            pooled = pooled + (a.mean(axis=0) if cls.pooling == "mean" else a[0])
-        return pooled @ cls.params["weight"] + cls.params["bias"]
-
     def result(self) -> EncoderResult:
+        """Embed, run all T steps in one call (:func:`eventsim.encoder_kernels.encoder_run`), collect."""
         net, T, N = self.net, self.T, self.N
         names = tuple(n.name for n in self.lifs)
-        L = len(self.lifs)
-        asr_mean, spike_fraction, residual = np.zeros((T, L)), np.zeros((T, L)), np.zeros((T, L))
-        spikes_rec = {n.name: np.zeros((T, N, n.size), bool) for n in self.lifs} if self.record_spikes else None
-        asr_rec = {n.name: np.zeros((T, N, n.size)) for n in self.lifs} if self.record_asr else None
         cls = net.nodes[-1]
         logits = np.zeros((T, cls.size))
+        cells_total = self.u.size
+        rec_spikes = np.zeros((T if self.record_spikes else 0, cells_total), np.uint8)
+        rec_asr = np.zeros((T if self.record_asr else 0, cells_total))
         self.embed()
-        for t in range(T):
-            self.step(t, asr_mean, spike_fraction, residual, spikes_rec, asr_rec)
-            logits[t] = self.read_out()
+        tb = net.table
+        cls_w = np.ascontiguousarray(cls.params["weight"], dtype=np.float64)
+        encoder_run(T, N, self.prog, self.progf, self.inputs, self.vals, self.prev_vals, self.ev_idx, self.ev_cnt,
+                    self.prev_ev_idx, self.prev_ev_cnt, self.cur, self.u, self.asr_num, self.cur_num, self.den,
+                    self.asr_tot, self.record_residual, self.params, self.feat_pe, self.runs, tb.blocks, tb.rowptr,
+                    tb.syn_idx, tb.syn_val, tb.dense_val, tb.nnz_tab, self.counts, self.stats, self.qt, self.st,
+                    self.ot, self.nq, self.nk, self.pc, self.row_sum, self.mx, self.fire, self.tmp_idx,
+                    self.tmp_val, self.pos_start, self.pos_list, np.array(cls.inputs, np.int64),
+                    cls.pooling == "mean", cls_w, np.asarray(cls.params["bias"], np.float64),
+                    np.zeros(cls_w.shape[0]), logits, rec_spikes, rec_asr)
+        cells = np.array([N * n.size for n in self.lifs], dtype=np.float64)
+        asr_mean = self.stats[:, :, S_ASR] / cells
+        spike_fraction = self.stats[:, :, S_SPIKES] / cells
+        residual = np.sqrt(self.stats[:, :, S_SQ] / cells)
+        spikes_rec = asr_rec = None
+        cell_range = {n.name: (self.state_off[n.index], self.state_off[n.index] + N * n.size) for n in self.lifs}
+        if self.record_spikes:
+            spikes_rec = {n.name: rec_spikes[:, a:b].reshape(T, N, -1).astype(bool) for n, (a, b) in
+                          zip(self.lifs, cell_range.values())}
+        if self.record_asr:
+            asr_rec = {n.name: rec_asr[:, a:b].reshape(T, N, -1).copy() for n, (a, b) in
+                       zip(self.lifs, cell_range.values())}
         # One read-out per input: its MACs, on the classifier's PEs.
         per_class = len(cls.inputs) * cls.params["weight"].shape[0]
         for c in range(cls.size):
@@ -334,11 +336,13 @@ class _Run:
         counts = {key: v.sum(axis=1) for key, v in node_counts.items()}
         once = {key: int(self.once[PLANE[plane]].sum()) for key, plane in COUNT_PLANES.items()}
         once["dram_words"] = int(self.once[C_DRAM].sum())
+        current_final = ({n.name: self.lif_state[n.index]["cur_num"] / self.den[n.index] for n in self.lifs}
+                         if self.record_residual else {})
         return EncoderResult(
             token_ids=self.ids, steps=T, populations=names, logits=logits, asr_mean=asr_mean,
             spike_fraction=spike_fraction, steady_residual=residual,
             asr_final={n.name: self.asr(n) for n in self.lifs},
-            current_mean_final={n.name: self.lif_state[n.index]["cur_num"] / self.den[n.index] for n in self.lifs},
+            current_mean_final=current_final,
             counts=counts, counts_once=once, dense=dense_counts(net.manifest, N), trace=trace,
             node_counts=node_counts, node_names=tuple(n.name for n in net.nodes),
             spikes=spikes_rec, asr=asr_rec,
@@ -391,5 +395,5 @@ def _by_node(plane: np.ndarray, pop: np.ndarray, n_nodes: int) -> np.ndarray:
 
 def classify_tokens(checkpoint: Checkpoint, token_ids, steps: int, **kw) -> EncoderResult:
     """Compile ``checkpoint`` and run one input (see :meth:`EncoderEngine.run`)."""
-    run_kw = {k: kw.pop(k) for k in ("record_spikes", "record_asr") if k in kw}
+    run_kw = {k: kw.pop(k) for k in ("record_spikes", "record_asr", "record_residual") if k in kw}
     return EncoderEngine.from_checkpoint(checkpoint, **kw).run(token_ids, steps, **run_kw)

@@ -27,6 +27,7 @@ from eventsim.kernels import (
     B_NNZ_OFF,
     B_NPE,
     B_PE_FIRST,
+    B_ROWPTR_OFF,
     C_ACS,
     C_ADDS,
     C_DIV,
@@ -121,10 +122,6 @@ def linear_init(out, bias, has_bias, runs, counts_t):
         out[:, :] = 0.0
 
 
-# Output columns per tile of a dense spike projection: 32 positions x 128 float64 stay in L1.
-DENSE_TILE = 128
-
-
 @njit(cache=True)
 def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, ev_cnt, out, counts_t,
                        pos_start, pos_list):
@@ -132,20 +129,19 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
 
     A CSR block goes position by position. A dense block takes the spikes input
     neuron by input neuron (a counting sort of the positions' spike lists into
-    ``pos_start``/``pos_list``) and output tile by output tile (:data:`DENSE_TILE`
-    columns), so a weight row tile is read once per step and added to every
-    position where its neuron spiked while those positions' tiles stay in L1.
+    ``pos_start``/``pos_list``), so a weight row is read once per step and
+    added to every position where its neuron spiked while it is in cache
+    (column tiles to keep the accumulators in L1 measured no faster: the
+    accumulators' L2 traffic, 16 bytes per AC, is the cost).
     Each output element still receives its rows in increasing input order after
     the bias, as in :func:`eventsim.kernels.deliver_spikes` run position by
     position: the sums are the same, bit for bit, and so are the counts.
     """
     N = out.shape[0]
-    if blocks[b, B_DENSE] != 1:  # CSR rows: the scatter, not the row reads, is the cost; go position by position
-        for n in range(N):
-            deliver_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx[n], ev_cnt[n], out[n],
-                           counts_t)
-        return
     n_in = ev_idx.shape[1]
+    if blocks[b, B_DENSE] != 1:  # CSR rows: the scatter, not the row reads, is the cost; go position by position
+        _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, nnz_tab, ev_idx, ev_cnt, out, counts_t, pos_start)
+        return
     for j in range(n_in + 1):
         pos_start[j] = 0
     total = 0
@@ -170,18 +166,16 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
     noff = blocks[b, B_NNZ_OFF]
     acs = counts_t[C_ACS, pe0:pe0 + npe]
     doff = blocks[b, B_DENSE_OFF]
-    for t0 in range(0, ncols, DENSE_TILE):
-        t1 = min(t0 + DENSE_TILE, ncols)
-        for j in range(n_in):
-            k0 = pos_start[j]
-            k1 = pos_start[j + 1]
-            if k0 == k1:
-                continue
-            w = dense_val[doff + j * ncols + t0:doff + j * ncols + t1]
-            for k in range(k0, k1):
-                a = out[pos_list[k], base + t0:base + t1]
-                for c in range(t1 - t0):
-                    a[c] += w[c]
+    for j in range(n_in):
+        k0 = pos_start[j]
+        k1 = pos_start[j + 1]
+        if k0 == k1:
+            continue
+        w = dense_val[doff + j * ncols:doff + (j + 1) * ncols]
+        for k in range(k0, k1):
+            a = out[pos_list[k], base:base + ncols]
+            for c in range(ncols):
+                a[c] += w[c]
     for j in range(n_in):
         k0 = pos_start[j]
         k1 = pos_start[j + 1]
@@ -190,6 +184,50 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
         share = nnz_tab[noff + j * npe:noff + (j + 1) * npe]
         for p in range(npe):
             acs[p] += share[p] * (k1 - k0)
+    for p in range(pe0, pe0 + npe):
+        counts_t[C_RECEIVED, p] += total
+        counts_t[C_ROWS, p] += total
+
+
+@njit(cache=True)
+def _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, nnz_tab, ev_idx, ev_cnt, out, counts_t, per_row):
+    """CSR block ``b``, position by position: each spike's row scattered into that position's accumulator.
+
+    Spikes are tallied per input neuron (``per_row``) and each PE's ACs taken
+    from the tallies once, after the scatter, instead of once per spike.
+    """
+    N = out.shape[0]
+    n_in = ev_idx.shape[1]
+    ncols = blocks[b, B_NCOLS]
+    base = blocks[b, B_ACC_BASE]
+    roff = blocks[b, B_ROWPTR_OFF]
+    for j in range(n_in):
+        per_row[j] = 0
+    total = 0
+    for n in range(N):
+        a = out[n, base:base + ncols]
+        en = ev_idx[n]
+        for e in range(ev_cnt[n]):
+            j = en[e]
+            start = rowptr[roff + j]
+            stop = rowptr[roff + j + 1]
+            ii = syn_idx[start:stop]
+            vv = syn_val[start:stop]
+            for k in range(ii.shape[0]):
+                a[ii[k]] += vv[k]
+    for n in range(N):  # tallies apart from the scatter, which then keeps no other store in its loop
+        en = ev_idx[n]
+        for e in range(ev_cnt[n]):
+            per_row[en[e]] += 1
+        total += ev_cnt[n]
+    pe0 = blocks[b, B_PE_FIRST]
+    npe = blocks[b, B_NPE]
+    noff = blocks[b, B_NNZ_OFF]
+    for j in range(n_in):
+        k = per_row[j]
+        if k != 0:
+            for p in range(npe):
+                counts_t[C_ACS, pe0 + p] += nnz_tab[noff + j * npe + p] * k
     for p in range(pe0, pe0 + npe):
         counts_t[C_RECEIVED, p] += total
         counts_t[C_ROWS, p] += total
@@ -256,51 +294,56 @@ def gelu_rows(x, runs, counts_t):
 
 
 @njit(cache=True)
-def lif_step(current, u, s, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, reset_zero,
-             asr_num, cur_num, runs, counts_t):
-    """One step of a LIF population at every position; spikes, their lists, and the ASR running sums.
+def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, reset_zero,
+             asr_num, cur_num, track_current, fire, runs, counts_t):
+    """One step of a LIF population at every position: membrane, spikes, their lists, the ASR numerator.
 
     ``u = gamma * u + I`` (or ``gamma * u + input_gain * I`` with ``decay_input``,
     ``input_gain = 1 - gamma``); spike where ``u >= v_th``; reset by subtraction
-    or to zero. The ASR numerator ``sum gamma^(t-tau) s[tau]`` and the weighted
-    input current are updated in place. Returns the number of spikes.
+    or to zero. The ASR numerator ``sum gamma^(t-tau) s[tau]`` is updated in
+    place: for IF neurons (``gamma = 1``) it is the spike count, added spike by
+    spike; with a leak, one vectorised pass. With ``track_current`` the
+    gamma-weighted input current (for the steady-state residual) is kept too.
+    Returns the number of spikes.
 
-    Per position: one vectorised pass (membrane, threshold, reset, running sums:
-    selects, no branches), then the spike list written without branches
-    (every feature is written at the list's end, which advances on a spike),
-    PE run by PE run so each PE's emitted events are one subtraction.
+    Per position: one vectorised pass (membrane, threshold, reset: selects, no
+    branches) that leaves the threshold crossings in the byte mask ``fire``,
+    then the spike list written without branches (every feature is written at
+    the list's end, which advances on a spike), PE run by PE run so each PE's
+    emitted events are one subtraction. The spikes themselves are only lists:
+    every reader (projections, attention, element-wise adds) takes lists.
     """
     N, F = u.shape
     spikes = 0
+    leaky = gamma != 1.0
     for n in range(N):
         un = u[n]
         xn = current[n]
-        sn = s[n]
-        an = asr_num[n]
-        cn = cur_num[n]
         if decay_input:
             for c in range(F):
                 uu = gamma * un[c] + input_gain * xn[c]
-                fire = uu >= v_th
-                sv = 1.0 if fire else 0.0
-                sn[c] = sv
+                f = uu >= v_th
+                fire[c] = f
                 if reset_zero:
-                    un[c] = 0.0 if fire else uu
+                    un[c] = 0.0 if f else uu
                 else:
-                    un[c] = uu - v_th if fire else uu
-                an[c] = gamma * an[c] + sv
-                cn[c] = gamma * cn[c] + xn[c]
+                    un[c] = uu - v_th if f else uu
         else:
             for c in range(F):
                 uu = gamma * un[c] + xn[c]
-                fire = uu >= v_th
-                sv = 1.0 if fire else 0.0
-                sn[c] = sv
+                f = uu >= v_th
+                fire[c] = f
                 if reset_zero:
-                    un[c] = 0.0 if fire else uu
+                    un[c] = 0.0 if f else uu
                 else:
-                    un[c] = uu - v_th if fire else uu
-                an[c] = gamma * an[c] + sv
+                    un[c] = uu - v_th if f else uu
+        an = asr_num[n]
+        if leaky:
+            for c in range(F):
+                an[c] = gamma * an[c] + (1.0 if fire[c] != 0 else 0.0)
+        if track_current:
+            cn = cur_num[n]
+            for c in range(F):
                 cn[c] = gamma * cn[c] + xn[c]
         en = ev_idx[n]
         k = 0
@@ -308,23 +351,25 @@ def lif_step(current, u, s, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input
             k_run = k
             for c in range(runs[r, 0], runs[r, 1]):
                 en[k] = c
-                k += sn[c] != 0.0
+                k += fire[c]
             counts_t[C_EMITTED, runs[r, 2]] += k - k_run
         ev_cnt[n] = k
         spikes += k
+        if not leaky:
+            for i in range(k):
+                an[en[i]] += 1.0
     count_per_feature(counts_t, C_UPDATES, runs, N)
     return spikes
 
 
 @njit(cache=True, fastmath={"reassoc", "nsz", "arcp", "contract"})
-def lif_stats(asr_num, cur_num, den, k_over_vth):
-    """(sum of the ASR ``a = asr_num / den``, sum of ``(a - clip(k * I_bar / v_th, 0, 1))^2``) over all cells.
+def lif_residual(asr_num, cur_num, den, k_over_vth):
+    """Sum over all cells of ``(a - clip(k * I_bar / v_th, 0, 1))^2``, ``a = asr_num / den``, ``I_bar = cur_num / den``.
 
     Statistics only (reassociated sums): the ASR itself and the spikes never go through here.
     """
     N, F = asr_num.shape
     inv = 1.0 / den
-    asr_sum = 0.0
     sq_sum = 0.0
     for n in range(N):
         an = asr_num[n]
@@ -334,20 +379,20 @@ def lif_stats(asr_num, cur_num, den, k_over_vth):
             pred = k_over_vth * (cn[c] * inv)
             pred = 0.0 if pred < 0.0 else pred
             pred = 1.0 if pred > 1.0 else pred
-            asr_sum += a
             sq_sum += (a - pred) * (a - pred)
-    return asr_sum, sq_sum
+    return sq_sum
 
 
 @njit(cache=True)
-def spiking_attention(q, k_idx, k_cnt, v_idx, v_cnt, heads, scale, softmax, out, runs, counts_t,
-                      qt, st, ot, nq, nk, pc, row_sum, mx):
+def spiking_attention(q, q_binary, q_idx, q_cnt, k_idx, k_cnt, v_idx, v_cnt, heads, scale, softmax, out, runs,
+                      counts_t, qt, st, ot, nq, nk, pc, row_sum, mx):
     """Per head: ``S = scale * Q K^T`` event by event over key spikes, optional softmax, ``out = P V``.
 
     With softmax, ``P`` is ``E = exp(S - rowmax)`` and the output is divided by
     the row sums afterwards (the contract's order: exact 1 when all keys spiked).
 
-    Work runs on transposed, query-contiguous scratch so that every event is
+    ``q`` is real values, or with ``q_binary`` spikes given by their lists
+    ``q_idx``/``q_cnt``. Work runs on transposed, query-contiguous scratch so that every event is
     one vector add over all ``N`` queries: ``st[h, m, :]`` is column ``m`` of
     head ``h``'s scores, ``qt[c, :]`` column ``c`` of ``Q``, ``ot[c, :]`` column
     ``c`` of the output. Each score sums its keys' features in increasing
@@ -365,18 +410,29 @@ def spiking_attention(q, k_idx, k_cnt, v_idx, v_cnt, heads, scale, softmax, out,
     for c in range(F):
         nq[c] = 0
         nk[c] = 0
-    for n in range(N):
-        for c in range(F):
-            x = q[n, c]
-            qt[c, n] = x
-            nq[c] += x != 0.0
+    if q_binary:  # Q from spikes (Spikformer): its lists
+        qt[:, :] = 0.0
+        for n in range(N):
+            qn = q_idx[n]
+            for e in range(q_cnt[n]):
+                qt[qn[e], n] = 1.0
+                nq[qn[e]] += 1
+    else:
+        for n in range(N):
+            for c in range(F):
+                x = q[n, c]
+                qt[c, n] = x
+                nq[c] += x != 0.0
     st[:, :, :] = 0.0
     for m in range(N):  # Q K^T: each key spike (m, c) adds column c of Q to scores column m of its head
         km = k_idx[m]
-        for e in range(k_cnt[m]):
+        h = 0
+        for e in range(k_cnt[m]):  # the list is in increasing feature order: the head only moves forward
             c = km[e]
+            while c >= (h + 1) * d:
+                h += 1
             nk[c] += 1
-            srow = st[c // d, m]
+            srow = st[h, m]
             qrow = qt[c]
             for n in range(N):
                 srow[n] += qrow[n]
@@ -420,9 +476,11 @@ def spiking_attention(q, k_idx, k_cnt, v_idx, v_cnt, heads, scale, softmax, out,
         nk[c] = 0  # from here: each output feature's P V ACs
     for j in range(N):  # P V: each value spike (j, c) adds column j of its head's P to output column c
         vj = v_idx[j]
+        h = 0
         for e in range(v_cnt[j]):
             c = vj[e]
-            h = c // d
+            while c >= (h + 1) * d:
+                h += 1
             prow = st[h, j]
             orow = ot[c]
             for n in range(N):
@@ -434,12 +492,14 @@ def spiking_attention(q, k_idx, k_cnt, v_idx, v_cnt, heads, scale, softmax, out,
             tot += nk[c]
         counts_t[C_ACS, runs[r, 2]] += tot
     for n in range(N):
-        if softmax:
-            for c in range(F):
-                out[n, c] = ot[c, n] / row_sum[c // d, n]
-        else:
-            for c in range(F):
-                out[n, c] = ot[c, n]
+        for h in range(heads):
+            rs = row_sum[h, n]
+            if softmax:
+                for c in range(h * d, (h + 1) * d):
+                    out[n, c] = ot[c, n] / rs
+            else:
+                for c in range(h * d, (h + 1) * d):
+                    out[n, c] = ot[c, n]
     if softmax:
         count_per_feature(counts_t, C_DIV, runs, N)
 
@@ -473,9 +533,9 @@ def _view(buf, off, N, F):
 
 @njit(cache=True)
 def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
-                 cur, u, asr_num, cur_num, den, params, feat_pe, runs,
+                 cur, u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                  blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, pos_start, pos_list):
+                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, pos_start, pos_list):
     """One time step of every node, in schedule order, in one call (no Python between nodes).
 
     Node ``i``'s value is ``vals[prog[i, P_VAL]:][:N * size]`` as ``[N, size]``;
@@ -527,11 +587,14 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
                 gelu_rows(out, rn, counts_t)
             count_emitted_real(out, rn, counts_t)
         elif kind == K_ATTENTION:
-            q = _view(vals, prog[inputs[i0, 0], P_VAL], N, F)
+            qs = inputs[i0, 0]
+            q = _view(vals, prog[qs, P_VAL], N, F)
             ks = inputs[i0 + 1, 0]
             vs = inputs[i0 + 2, 0]
             H = prog[i, P_HEADS]
-            spiking_attention(q, _view(ev_idx, prog[ks, P_EV], N, F), ev_cnt[prog[ks, P_CNT]:prog[ks, P_CNT] + N],
+            spiking_attention(q, prog[qs, P_BINARY] == 1, _view(ev_idx, prog[qs, P_EV], N, F),
+                              ev_cnt[prog[qs, P_CNT]:prog[qs, P_CNT] + N],
+                              _view(ev_idx, prog[ks, P_EV], N, F), ev_cnt[prog[ks, P_CNT]:prog[ks, P_CNT] + N],
                               _view(ev_idx, prog[vs, P_EV], N, F), ev_cnt[prog[vs, P_CNT]:prog[vs, P_CNT] + N],
                               H, progf[i, F_SCALE], prog[i, P_SOFTMAX] == 1, out, rn, counts_t,
                               qt[:F, :N], st[:H, :N, :N], ot[:F, :N], nq, nk, pc, row_sum, mx)
@@ -548,23 +611,27 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
             v_th = progf[i, F_VTH]
             den[i] = gamma * den[i] + 1.0
             decay = prog[i, P_DECAY] == 1
-            kk = (1.0 - gamma) if decay else 1.0
             a_num = _view(asr_num, off, N, F)
             c_num = _view(cur_num, off, N, F)
-            spikes = lif_step(current, _view(u, off, N, F), out, _view(ev_idx, prog[i, P_EV], N, F),
+            spikes = lif_step(current, _view(u, off, N, F), _view(ev_idx, prog[i, P_EV], N, F),
                               ev_cnt[prog[i, P_CNT]:prog[i, P_CNT] + N], v_th, gamma, 1.0 - gamma, decay,
-                              prog[i, P_RESET_ZERO] == 1, a_num, c_num, rn, counts_t)
-            asr_sum, sq_sum = lif_stats(a_num, c_num, den[i], kk / v_th)
+                              prog[i, P_RESET_ZERO] == 1, a_num, c_num, track_current, fire, rn, counts_t)
+            asr_tot[i] = gamma * asr_tot[i] + spikes  # sum over cells of the ASR numerators
             p = prog[i, P_LIF]
-            stats[p, S_ASR] = asr_sum
+            stats[p, S_ASR] = asr_tot[i] / den[i]
             stats[p, S_SPIKES] = spikes
-            stats[p, S_SQ] = sq_sum
+            if track_current:
+                kk = (1.0 - gamma) if decay else 1.0
+                stats[p, S_SQ] = lif_residual(a_num, c_num, den[i], kk / v_th)
+            else:
+                stats[p, S_SQ] = math.nan
     for i in range(prog.shape[0]):  # one-step-late sources: keep this step's values for the next
         if prog[i, P_DELAYED_SRC] == 1:
             F = prog[i, P_SIZE]
-            o = prog[i, P_VAL]
-            prev_vals[o:o + N * F] = vals[o:o + N * F]
-            if prog[i, P_BINARY] == 1:
+            if prog[i, P_BINARY] == 0:
+                o = prog[i, P_VAL]
+                prev_vals[o:o + N * F] = vals[o:o + N * F]
+            else:
                 e = prog[i, P_EV]
                 prev_ev_idx[e:e + N * F] = ev_idx[e:e + N * F]
                 c = prog[i, P_CNT]
@@ -591,3 +658,64 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
         else:
             buf = prev_vals if delayed else vals
             gather_input(dst, _view(buf, prog[src, P_VAL], N, F), j == 0, rn, counts_t)
+
+
+@njit(cache=True)
+def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
+                cur, u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
+                blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
+                counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, pos_start, pos_list,
+                cls_src, cls_mean, cls_w, cls_b, pooled, logits, rec_spikes, rec_asr):
+    """All ``T`` steps of one input (:func:`encoder_step`), with the read-out and the records after each.
+
+    ``counts[t]`` and ``stats[t]`` are step ``t``'s counters and per-LIF
+    statistics. After each step the classifier reads the ASR ``asr_num / den``
+    of its source LIF nodes ``cls_src``, pooled over positions (mean, summed
+    position by position) or taken at position 0, summed over sources:
+    ``logits[t] = pooled @ cls_w + cls_b``. ``rec_spikes``/``rec_asr``
+    (``[T, LIF cells]``, laid out like the LIF state, or empty) record every
+    spike and every neuron's ASR per step.
+    """
+    C = cls_b.shape[0]
+    for t in range(T):
+        encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
+                     cur, u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
+                     blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
+                     counts[t], stats[t], qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, pos_start,
+                     pos_list)
+        F = pooled.shape[0]
+        pooled[:] = 0.0
+        for j in range(cls_src.shape[0]):
+            i = cls_src[j]
+            a = _view(asr_num, prog[i, P_STATE], N, F)
+            d = den[i]
+            if cls_mean:
+                for f in range(F):
+                    s = 0.0
+                    for n in range(N):
+                        s += a[n, f] / d
+                    pooled[f] = pooled[f] + s / N
+            else:
+                for f in range(F):
+                    pooled[f] = pooled[f] + a[0, f] / d
+        for k in range(C):
+            z = 0.0
+            for f in range(F):
+                z += pooled[f] * cls_w[f, k]
+            logits[t, k] = z + cls_b[k]
+        if rec_spikes.shape[0] > 0 or rec_asr.shape[0] > 0:
+            for i in range(prog.shape[0]):
+                if prog[i, P_KIND] != K_LIF:
+                    continue
+                F = prog[i, P_SIZE]
+                off = prog[i, P_STATE]
+                if rec_spikes.shape[0] > 0:
+                    e = _view(ev_idx, prog[i, P_EV], N, F)
+                    c = ev_cnt[prog[i, P_CNT]:prog[i, P_CNT] + N]
+                    for n in range(N):
+                        for m in range(c[n]):
+                            rec_spikes[t, off + n * F + e[n, m]] = 1
+                if rec_asr.shape[0] > 0:
+                    d = den[i]
+                    for x in range(N * F):
+                        rec_asr[t, off + x] = asr_num[off + x] / d

@@ -282,7 +282,7 @@ def test_engine_if_population_matches_the_hand_derived_rule(tmp_path):
                "proj.weight": np.eye(3), "proj.bias": np.zeros(3),
                "classifier.weight": np.ones((3, 2)), "classifier.bias": np.zeros(2)}
     save_checkpoint(tmp_path / "if.safetensors", manifest, tensors)
-    r = EncoderEngine.from_checkpoint(load_checkpoint(tmp_path / "if.safetensors")).run([0, 1], 150)
+    r = EncoderEngine.from_checkpoint(load_checkpoint(tmp_path / "if.safetensors")).run([0, 1], 150, record_residual=True)
     t = np.arange(1, 151)
     np.testing.assert_allclose(r.asr_mean[:, 0], np.floor(t / 4) / t, atol=1e-12)
     np.testing.assert_allclose(r.steady_residual[:, 0], (t % 4) / (4 * t), atol=1e-12)

@@ -132,7 +132,7 @@ def test_raising_threshold_lowers_activity(tmp_path):
 def test_steady_residual_shrinks_for_if_neurons(tmp_path):
     """IF neurons with reset by subtraction: the ASR approaches clip(I_bar / V_th) (error ~ 1/t)."""
     ck = _checkpoint(tmp_path, "spikingbert", 0.0, False, blocks=1)
-    res = EncoderEngine.from_checkpoint(ck).run(np.arange(3, 9), 200)
+    res = EncoderEngine.from_checkpoint(ck).run(np.arange(3, 9), 200, record_residual=True)
     emb = res.populations.index("embedding_lif")  # constant input current: residual <= v_th / t
     assert res.steady_residual[-1, emb] <= 1.0 / 200 + 1e-12
     assert res.steady_residual[-1, emb] < res.steady_residual[9, emb]
