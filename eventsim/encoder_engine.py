@@ -43,6 +43,7 @@ from eventsim.encoder_kernels import (
     P_EV,
     P_FEAT,
     P_HEADS,
+    P_INPLACE,
     P_IN_OFF,
     P_KIND,
     P_LIF,
@@ -199,8 +200,10 @@ class _Run:
         prog = np.zeros((len(nodes), PROG_COLUMNS), np.int64)
         progf = np.zeros((len(nodes), 4))
         inputs, params, feat, runs = [], [np.zeros(0)], [], []
-        val = ev = cnt = feat_off = par = st = 0
-        self.val_off, self.state_off = [], {}
+        ev = cnt = feat_off = par = st = 0
+        self.state_off = {}
+        val_off, in_place, val = value_buffers(nodes, N)
+        self.val_off = val_off
         delayed_src = {src for n in nodes for src, d in zip(n.inputs, n.delayed) if d}
         lif_index = {n.index: p for p, n in enumerate(self.lifs)}
         for n in nodes:
@@ -209,9 +212,7 @@ class _Run:
                 raise EventsimError(f"node {n.name!r}: kind {n.kind!r} has no encoder kernel")
             row[P_KIND] = KIND_CODE.get(n.kind, K_SKIP)
             row[P_SIZE] = n.size
-            row[P_VAL] = val
-            self.val_off.append(val)
-            val += N * n.size
+            row[P_VAL], row[P_INPLACE] = val_off[n.index], int(in_place[n.index])
             row[P_FEAT] = feat_off
             feat.append(n.feat_pe)
             feat_off += n.size
@@ -257,7 +258,7 @@ class _Run:
         self.vals, self.prev_vals = np.zeros(val), np.zeros(val)
         self.ev_idx, self.prev_ev_idx = np.zeros(ev, np.int32), np.zeros(ev, np.int32)
         self.ev_cnt, self.prev_ev_cnt = np.zeros(cnt, np.int64), np.zeros(cnt, np.int64)
-        self.cur, self.u, self.asr_num, self.cur_num = (np.zeros(st) for _ in range(4))
+        self.u, self.asr_num, self.cur_num = (np.zeros(st) for _ in range(3))
         self.den = np.zeros(len(nodes))
         self.asr_tot = np.zeros(len(nodes))
 
@@ -302,7 +303,7 @@ class _Run:
         tb = net.table
         cls_w = np.ascontiguousarray(cls.params["weight"], dtype=np.float64)
         encoder_run(T, N, self.prog, self.progf, self.inputs, self.vals, self.prev_vals, self.ev_idx, self.ev_cnt,
-                    self.prev_ev_idx, self.prev_ev_cnt, self.cur, self.u, self.asr_num, self.cur_num, self.den,
+                    self.prev_ev_idx, self.prev_ev_cnt, self.u, self.asr_num, self.cur_num, self.den,
                     self.asr_tot, self.record_residual, self.params, self.feat_pe, self.runs, tb.blocks, tb.rowptr,
                     tb.syn_idx, tb.syn_val, tb.dense_val, tb.nnz_tab, self.counts, self.stats, self.qt, self.st,
                     self.ot, self.nq, self.nk, self.pc, self.row_sum, self.mx, self.fire, self.tmp_idx,
@@ -376,6 +377,65 @@ class _Run:
             neurons=np.array([s.size for s in net.placement.slices()], dtype=np.int64),
             **{name: np.ascontiguousarray(c[:, i, :]) for i, name in enumerate(COUNTERS)},
         )
+
+
+REAL_KINDS = ("token_embedding", "linear", "layernorm", "gelu", "spiking_attention")
+
+
+def value_buffers(nodes: list[EncoderNode], N: int) -> tuple[list[int], list[bool], int]:
+    """Offsets of every node's real values (``[N, size]`` float64) in one flat buffer, reused once dead.
+
+    A step's real values live only until their last reader in the same step,
+    so buffers are handed from node to node (a free list of ``N * max size``
+    buffers) and the values of a whole step stay within a few of them, in
+    cache. Values read one step late (feedback sources) and the embedding's
+    constant current keep buffers of their own. A LayerNorm or GELU whose one
+    input dies with it works in place on that input's buffer; a LIF with
+    several inputs gets a buffer for the summed current. Returns
+    ``(offsets, in place, total size)``.
+    """
+    n = len(nodes)
+    last_read = [-1] * n
+    keep = [False] * n
+    keep[0] = True
+    for j, node in enumerate(nodes):
+        if node.kind == "classifier":
+            continue
+        for src, delayed in zip(node.inputs, node.delayed):
+            if delayed:
+                keep[src] = True
+            else:
+                last_read[src] = max(last_read[src], j)
+    pool = N * max(node.size for node in nodes)
+    offsets, in_place = [0] * n, [False] * n
+    free: list[int] = []
+    total = 0
+
+    def take(size: int) -> int:
+        nonlocal total
+        if size == pool and free:
+            return free.pop()
+        total += size
+        return total - size
+
+    for i, node in enumerate(nodes):
+        real = node.kind in REAL_KINDS
+        summed = node.kind == "lif" and not (len(node.inputs) == 1 and not node.delayed[0]
+                                             and not nodes[node.inputs[0]].binary)
+        first = node.inputs[0] if node.inputs else -1
+        if real and node.kind in ("layernorm", "gelu") and len(node.inputs) == 1 and not node.delayed[0] \
+                and not nodes[first].binary and last_read[first] == i and not keep[first]:
+            offsets[i], in_place[i] = offsets[first], True
+        elif real or summed:
+            offsets[i] = take(N * node.size if keep[i] else pool)
+        dead = {src for src, d in zip(node.inputs, node.delayed)
+                if not d and nodes[src].kind in REAL_KINDS and last_read[src] == i and not keep[src]}
+        if in_place[i]:
+            dead.discard(first)
+        free += [offsets[src] for src in sorted(dead)]
+        if summed or (real and last_read[i] < 0 and not keep[i]):
+            free.append(offsets[i])
+    return offsets, in_place, max(total, pool)  # a LIF's unused view must fit too
 
 
 def pe_runs(feat_pe: np.ndarray) -> list[tuple[int, int, int]]:

@@ -19,6 +19,8 @@ import math
 
 from numba import njit
 
+from eventsim.vmath import exp_into
+
 from eventsim.kernels import (
     B_ACC_BASE,
     B_DENSE,
@@ -309,8 +311,8 @@ def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, r
     Per position: one vectorised pass (membrane, threshold, reset: selects, no
     branches) that leaves the threshold crossings in the byte mask ``fire``,
     then the spike list written without branches (every feature is written at
-    the list's end, which advances on a spike), PE run by PE run so each PE's
-    emitted events are one subtraction. The spikes themselves are only lists:
+    the list's end, which advances on a spike); each PE's emitted events are
+    then its stretch of the sorted list. The spikes themselves are only lists:
     every reader (projections, attention, element-wise adds) takes lists.
     """
     N, F = u.shape
@@ -347,12 +349,15 @@ def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, r
                 cn[c] = gamma * cn[c] + xn[c]
         en = ev_idx[n]
         k = 0
-        for r in range(runs.shape[0]):
-            k_run = k
-            for c in range(runs[r, 0], runs[r, 1]):
-                en[k] = c
-                k += fire[c]
-            counts_t[C_EMITTED, runs[r, 2]] += k - k_run
+        for c in range(F):
+            en[k] = c
+            k += fire[c]
+        i = 0
+        for r in range(runs.shape[0]):  # the list is sorted: each PE's spikes are the entries below its stop
+            i_run = i
+            while i < k and en[i] < runs[r, 1]:
+                i += 1
+            counts_t[C_EMITTED, runs[r, 2]] += i - i_run
         ev_cnt[n] = k
         spikes += k
         if not leaky:
@@ -457,7 +462,9 @@ def spiking_attention(q, q_binary, q_idx, q_cnt, k_idx, k_cnt, v_idx, v_cnt, hea
                     mx[n] = sh[m, n] if sh[m, n] > mx[n] else mx[n]
             for m in range(N):
                 for n in range(N):
-                    sh[m, n] = math.exp(sh[m, n] - mx[n])
+                    sh[m, n] = sh[m, n] - mx[n]
+            flat = sh.reshape(N * N)
+            exp_into(flat, flat)
             rs = row_sum[h]
             for n in range(N):
                 rs[n] = 0.0
@@ -518,8 +525,9 @@ def _pe_of(runs, c):
 # (offsets are into the flat buffers the engine lays out for one input of N positions).
 K_SKIP, K_LINEAR, K_LAYERNORM, K_GELU, K_LIF, K_ATTENTION = range(6)
 (P_KIND, P_SIZE, P_VAL, P_EV, P_CNT, P_FEAT, P_BLOCK, P_BIAS, P_PAR0, P_PAR1, P_IN_OFF, P_N_IN, P_BINARY,
- P_DECAY, P_RESET_ZERO, P_SOFTMAX, P_HEADS, P_LIF, P_DELAYED_SRC, P_DIRECT, P_STATE, P_RUN, P_NRUN) = range(23)
-PROG_COLUMNS = 23
+ P_DECAY, P_RESET_ZERO, P_SOFTMAX, P_HEADS, P_LIF, P_DELAYED_SRC, P_DIRECT, P_STATE, P_RUN, P_NRUN,
+ P_INPLACE) = range(24)
+PROG_COLUMNS = 24
 # Columns of the float table ``progf[node, column]``.
 F_VTH, F_GAMMA, F_SCALE, F_EPS = range(4)
 # Columns of the per-LIF statistics ``stats[lif, column]`` of one step.
@@ -533,18 +541,21 @@ def _view(buf, off, N, F):
 
 @njit(cache=True)
 def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
-                 cur, u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
+                 u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                  blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
                  counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, pos_start, pos_list):
     """One time step of every node, in schedule order, in one call (no Python between nodes).
 
     Node ``i``'s value is ``vals[prog[i, P_VAL]:][:N * size]`` as ``[N, size]``;
-    its spike lists (binary nodes) ``ev_idx``/``ev_cnt`` at ``P_EV``/``P_CNT``;
+    the engine hands value buffers from node to node within a step
+    (:func:`eventsim.encoder_engine.value_buffers`; ``P_INPLACE``: a LayerNorm or
+    GELU working on its input's buffer). Spike populations are their lists
+    ``ev_idx``/``ev_cnt`` at ``P_EV``/``P_CNT`` (a LIF's ``P_VAL`` is the sum of
+    its inputs when it has several);
     its features' PEs ``feat_pe[P_FEAT:]`` and, grouped, its PE runs
     ``runs[P_RUN:][:P_NRUN]`` (rows ``first feature, stop, PE``); a LIF's state
-    (``u``, ASR sums) at ``P_STATE`` in the state buffers, and its summed input
-    current in ``cur`` there (or, for a single real input, is read in place:
-    ``P_DIRECT``). Inputs are rows ``(source node, delayed)`` of ``inputs``;
+    (``u``, ASR sums) at ``P_STATE`` in the state buffers (a single real input
+    is read in place: ``P_DIRECT``). Inputs are rows ``(source node, delayed)`` of ``inputs``;
     delayed ones read the previous step's copies ``prev_*``, which are
     refreshed at the end. Each node runs the kernel above for its kind, so the
     arithmetic and the counts are those of the per-node kernels.
@@ -554,7 +565,7 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
         if kind == K_SKIP:
             continue
         F = prog[i, P_SIZE]
-        out = _view(vals, prog[i, P_VAL], N, F)
+        out = _view(vals, prog[i, P_VAL], N, F)  # real values; for a LIF with several inputs, their sum
         fp = feat_pe[prog[i, P_FEAT]:prog[i, P_FEAT] + F]
         rn = runs[prog[i, P_RUN]:prog[i, P_RUN] + prog[i, P_NRUN]]
         i0 = prog[i, P_IN_OFF]
@@ -597,14 +608,14 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
                               _view(ev_idx, prog[ks, P_EV], N, F), ev_cnt[prog[ks, P_CNT]:prog[ks, P_CNT] + N],
                               _view(ev_idx, prog[vs, P_EV], N, F), ev_cnt[prog[vs, P_CNT]:prog[vs, P_CNT] + N],
                               H, progf[i, F_SCALE], prog[i, P_SOFTMAX] == 1, out, rn, counts_t,
-                              qt[:F, :N], st[:H, :N, :N], ot[:F, :N], nq, nk, pc, row_sum, mx)
+                              qt[:F], st, ot[:F], nq, nk, pc, row_sum, mx)
             count_emitted_real(out, rn, counts_t)
         elif kind == K_LIF:
             off = prog[i, P_STATE]
             if prog[i, P_DIRECT] == 1:
                 current = _view(vals, prog[inputs[i0, 0], P_VAL], N, F)
             else:
-                current = _view(cur, off, N, F)
+                current = out
                 _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, current, fp,
                         rn, counts_t)
             gamma = progf[i, F_GAMMA]
@@ -655,14 +666,14 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
             c_buf = prev_ev_cnt if delayed else ev_cnt
             gather_spikes(dst, _view(e_buf, prog[src, P_EV], N, F), c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N],
                           j == 0, fp, counts_t)
-        else:
+        elif not (j == 0 and prog[i, P_INPLACE] == 1):  # in place: the first input already is dst
             buf = prev_vals if delayed else vals
             gather_input(dst, _view(buf, prog[src, P_VAL], N, F), j == 0, rn, counts_t)
 
 
 @njit(cache=True)
 def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
-                cur, u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
+                u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                 blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
                 counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, pos_start, pos_list,
                 cls_src, cls_mean, cls_w, cls_b, pooled, logits, rec_spikes, rec_asr):
@@ -679,7 +690,7 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
     C = cls_b.shape[0]
     for t in range(T):
         encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
-                     cur, u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
+                     u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                      blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
                      counts[t], stats[t], qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, pos_start,
                      pos_list)
