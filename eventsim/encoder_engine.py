@@ -194,67 +194,19 @@ class _Run:
         self.stats = np.zeros((steps, len(self.lifs), 3))
 
     def layout(self) -> None:
-        """The step program (:data:`eventsim.encoder_kernels.PROG_COLUMNS`) and flat buffers for ``N`` positions."""
+        """The step program (:data:`eventsim.encoder_kernels.PROG_COLUMNS`) for ``N`` positions and its buffers.
+
+        The program depends only on the network and ``N``; it is built once per
+        ``N`` and kept on the network (``net.programs``).
+        """
         net, N = self.net, self.N
+        if N not in net.programs:
+            net.programs[N] = _program(net, N, self.lifs)
+        g = net.programs[N]
+        self.prog, self.progf, self.inputs, self.params = g["prog"], g["progf"], g["inputs"], g["params"]
+        self.feat_pe, self.runs, self.val_off, self.state_off = g["feat_pe"], g["runs"], g["val_off"], g["state_off"]
+        val, ev, cnt, st = g["sizes"]
         nodes = net.nodes
-        prog = np.zeros((len(nodes), PROG_COLUMNS), np.int64)
-        progf = np.zeros((len(nodes), 4))
-        inputs, params, feat, runs = [], [np.zeros(0)], [], []
-        ev = cnt = feat_off = par = st = 0
-        self.state_off = {}
-        val_off, in_place, val = value_buffers(nodes, N)
-        self.val_off = val_off
-        delayed_src = {src for n in nodes for src, d in zip(n.inputs, n.delayed) if d}
-        lif_index = {n.index: p for p, n in enumerate(self.lifs)}
-        for n in nodes:
-            row = prog[n.index]
-            if n.kind not in KIND_CODE and n.kind not in ("token_embedding", "classifier"):
-                raise EventsimError(f"node {n.name!r}: kind {n.kind!r} has no encoder kernel")
-            row[P_KIND] = KIND_CODE.get(n.kind, K_SKIP)
-            row[P_SIZE] = n.size
-            row[P_VAL], row[P_INPLACE] = val_off[n.index], int(in_place[n.index])
-            row[P_FEAT] = feat_off
-            feat.append(n.feat_pe)
-            feat_off += n.size
-            node_runs = pe_runs(n.feat_pe)
-            row[P_RUN], row[P_NRUN] = len(runs), len(node_runs)
-            runs += node_runs
-            row[P_IN_OFF] = len(inputs)
-            row[P_N_IN] = len(n.inputs)
-            inputs += [(src, int(d)) for src, d in zip(n.inputs, n.delayed)]
-            row[P_BINARY] = int(n.binary)
-            row[P_DELAYED_SRC] = int(n.index in delayed_src)
-            if n.binary:
-                row[P_EV], row[P_CNT] = ev, cnt
-                ev += N * n.size
-                cnt += N
-            if n.kind == "linear":
-                row[P_BLOCK] = n.block
-                row[P_BIAS] = int(bool(net.manifest.layers[n.index].bias))
-                row[P_PAR0] = par
-                params.append(n.params["bias"])
-                par += n.size
-            elif n.kind == "layernorm":
-                row[P_PAR0], row[P_PAR1] = par, par + n.size
-                params += [n.params["weight"], n.params["bias"]]
-                par += 2 * n.size
-                progf[n.index, F_EPS] = n.eps
-            elif n.kind == "spiking_attention":
-                row[P_HEADS], row[P_SOFTMAX] = n.heads, int(n.softmax)
-                progf[n.index, F_SCALE] = n.scale
-            elif n.kind == "lif":
-                row[P_LIF] = lif_index[n.index]
-                row[P_DECAY], row[P_RESET_ZERO] = int(n.decay_input), int(n.reset_zero)
-                row[P_DIRECT] = int(len(n.inputs) == 1 and not n.delayed[0] and not nodes[n.inputs[0]].binary)
-                progf[n.index, F_VTH], progf[n.index, F_GAMMA] = n.v_th, n.gamma
-                row[P_STATE] = st
-                self.state_off[n.index] = st
-                st += N * n.size
-        self.prog, self.progf = prog, progf
-        self.inputs = np.array(inputs, np.int64).reshape(-1, 2)
-        self.params = np.concatenate(params)
-        self.feat_pe = np.concatenate(feat).astype(np.int64)
-        self.runs = np.array(runs, np.int64).reshape(-1, 3)
         self.vals, self.prev_vals = np.zeros(val), np.zeros(val)
         self.ev_idx, self.prev_ev_idx = np.zeros(ev, np.int32), np.zeros(ev, np.int32)
         self.ev_cnt, self.prev_ev_cnt = np.zeros(cnt, np.int64), np.zeros(cnt, np.int64)
@@ -377,6 +329,67 @@ class _Run:
             neurons=np.array([s.size for s in net.placement.slices()], dtype=np.int64),
             **{name: np.ascontiguousarray(c[:, i, :]) for i, name in enumerate(COUNTERS)},
         )
+
+
+def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
+    """The step program of ``net`` for inputs of ``N`` positions, and the sizes of its flat buffers."""
+    nodes = net.nodes
+    prog = np.zeros((len(nodes), PROG_COLUMNS), np.int64)
+    progf = np.zeros((len(nodes), 4))
+    inputs, params, feat, runs = [], [np.zeros(0)], [], []
+    ev = cnt = feat_off = par = st = 0
+    state_off = {}
+    val_off, in_place, val = value_buffers(nodes, N)
+    delayed_src = {src for n in nodes for src, d in zip(n.inputs, n.delayed) if d}
+    lif_index = {n.index: p for p, n in enumerate(lifs)}
+    for n in nodes:
+        row = prog[n.index]
+        if n.kind not in KIND_CODE and n.kind not in ("token_embedding", "classifier"):
+            raise EventsimError(f"node {n.name!r}: kind {n.kind!r} has no encoder kernel")
+        row[P_KIND] = KIND_CODE.get(n.kind, K_SKIP)
+        row[P_SIZE] = n.size
+        row[P_VAL], row[P_INPLACE] = val_off[n.index], int(in_place[n.index])
+        row[P_FEAT] = feat_off
+        feat.append(n.feat_pe)
+        feat_off += n.size
+        node_runs = pe_runs(n.feat_pe)
+        row[P_RUN], row[P_NRUN] = len(runs), len(node_runs)
+        runs += node_runs
+        row[P_IN_OFF] = len(inputs)
+        row[P_N_IN] = len(n.inputs)
+        inputs += [(src, int(d)) for src, d in zip(n.inputs, n.delayed)]
+        row[P_BINARY] = int(n.binary)
+        row[P_DELAYED_SRC] = int(n.index in delayed_src)
+        if n.binary:
+            row[P_EV], row[P_CNT] = ev, cnt
+            ev += N * n.size
+            cnt += N
+        if n.kind == "linear":
+            row[P_BLOCK] = n.block
+            row[P_BIAS] = int(bool(net.manifest.layers[n.index].bias))
+            row[P_PAR0] = par
+            params.append(n.params["bias"])
+            par += n.size
+        elif n.kind == "layernorm":
+            row[P_PAR0], row[P_PAR1] = par, par + n.size
+            params += [n.params["weight"], n.params["bias"]]
+            par += 2 * n.size
+            progf[n.index, F_EPS] = n.eps
+        elif n.kind == "spiking_attention":
+            row[P_HEADS], row[P_SOFTMAX] = n.heads, int(n.softmax)
+            progf[n.index, F_SCALE] = n.scale
+        elif n.kind == "lif":
+            row[P_LIF] = lif_index[n.index]
+            row[P_DECAY], row[P_RESET_ZERO] = int(n.decay_input), int(n.reset_zero)
+            row[P_DIRECT] = int(len(n.inputs) == 1 and not n.delayed[0] and not nodes[n.inputs[0]].binary)
+            progf[n.index, F_VTH], progf[n.index, F_GAMMA] = n.v_th, n.gamma
+            row[P_STATE] = st
+            state_off[n.index] = st
+            st += N * n.size
+    return {"prog": prog, "progf": progf, "inputs": np.array(inputs, np.int64).reshape(-1, 2),
+            "params": np.concatenate(params), "feat_pe": np.concatenate(feat).astype(np.int64),
+            "runs": np.array(runs, np.int64).reshape(-1, 3), "val_off": val_off, "state_off": state_off,
+            "sizes": (val, ev, cnt, st)}
 
 
 REAL_KINDS = ("token_embedding", "linear", "layernorm", "gelu", "spiking_attention")

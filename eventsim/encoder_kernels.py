@@ -19,7 +19,7 @@ import math
 
 from numba import njit
 
-from eventsim.vmath import exp_into
+from eventsim.vmath import exp_into, gelu_into
 
 from eventsim.kernels import (
     B_ACC_BASE,
@@ -44,9 +44,6 @@ from eventsim.kernels import (
     deliver,
     deliver_spikes,
 )
-
-SQRT_HALF = 1.0 / math.sqrt(2.0)
-
 
 @njit(cache=True)
 def count_per_feature(counts_t, plane, runs, times):
@@ -286,12 +283,10 @@ def layernorm_rows(x, weight, bias, eps, runs, counts_t):
 
 @njit(cache=True)
 def gelu_rows(x, runs, counts_t):
-    """In place: exact GELU ``0.5 * x * (1 + erf(x / sqrt(2)))``."""
+    """In place: exact GELU ``0.5 * x * (1 + erf(x / sqrt(2)))``, vectorised (:func:`eventsim.vmath.gelu_into`)."""
     N, F = x.shape
-    for n in range(N):
-        for c in range(F):
-            v = x[n, c]
-            x[n, c] = 0.5 * v * (1.0 + math.erf(v * SQRT_HALF))
+    flat = x.reshape(N * F)
+    gelu_into(flat, flat)
     count_per_feature(counts_t, C_GELU, runs, N)
 
 

@@ -65,6 +65,7 @@ class CompiledEncoder:
     routes: np.ndarray  # [P, P] bool: a PE's events reach these PEs (delayed ones a step later)
     event_type: np.ndarray  # [P] BINARY (lif) or GRADED
     vth_factor: float
+    programs: dict = field(default_factory=dict)  # N -> the engine's step program for inputs of N positions
 
     @property
     def manifest(self):
