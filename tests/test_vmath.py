@@ -336,6 +336,37 @@ def _gelu_rows_in_place(x):
         gelu_into(x[n], x[n])
 
 
+def _range_mix(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Arguments from all three erf ranges interleaved at random, with the edges, specials and odd lengths."""
+    edges = np.array([vmath._ERF_SMALL, vmath._ERF_MID, vmath._ERFC_START, vmath._ERF_SAT])
+    edges = np.concatenate([edges + k * np.spacing(edges) for k in (-2, -1, 0, 1, 2)])
+    x = np.concatenate([rng.uniform(-7.0, 7.0, n), rng.normal(0.0, 1.0, n), edges, -edges, edges * SQRT2,
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, TINY, -TINY, 1e300, -1e300]])
+    return rng.permutation(x)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1000, BLOCK - 1, BLOCK + 3, 3 * BLOCK + 5])
+def test_range_split_equals_all_ranges_reference(n):
+    """erf_into / gelu_into (each element through its own range's list) equal, bit for bit, the
+    formulation that evaluates all three ranges for every element and selects."""
+    x = _range_mix(np.random.default_rng(n), n)
+    for fast, ref in ((erf_into, vmath._erf_reference_into), (gelu_into, vmath._gelu_reference_into)):
+        want = ref(x, np.empty_like(x))
+        np.testing.assert_array_equal(fast(x, np.empty_like(x)), want)
+        y = x.copy()
+        np.testing.assert_array_equal(fast(y, y), want)  # in place
+        s = np.repeat(x, 2)[::2]  # strided input and output
+        o = np.empty(2 * x.size)[::2]
+        np.testing.assert_array_equal(fast(s, o), want)
+
+
+@settings(deadline=None, max_examples=60)
+@given(f64_arrays(-8.0, 8.0))
+def test_range_split_property(x):
+    for fast, ref in ((erf_into, vmath._erf_reference_into), (gelu_into, vmath._gelu_reference_into)):
+        np.testing.assert_array_equal(fast(x, np.empty_like(x)), ref(x, np.empty_like(x)))
+
+
 @pytest.mark.parametrize("width", [32, 100, BLOCK, 4096])
 def test_gelu_from_njit_rows(width):
     """How the encoder kernels call it: in place on contiguous rows, from @njit code."""
