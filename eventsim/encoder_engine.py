@@ -43,15 +43,15 @@ from eventsim.encoder_kernels import (
     P_EV,
     P_FEAT,
     P_HEADS,
-    P_INPLACE,
     P_IN_OFF,
+    P_INPLACE,
     P_KIND,
     P_LIF,
     P_N_IN,
+    P_NRUN,
     P_PAR0,
     P_PAR1,
     P_RESET_ZERO,
-    P_NRUN,
     P_RUN,
     P_SIZE,
     P_SOFTMAX,
@@ -178,8 +178,7 @@ class _Run:
         max_in = max(n.size for n in nodes)
         self.tmp_idx = np.zeros(max_in, np.int32)
         self.tmp_val = np.zeros(max_in)
-        self.pos_start = np.zeros(max_in + 1, np.int64)
-        self.pos_list = np.zeros(N * max_in, np.int64)
+        self.per_row = np.zeros(max_in, np.int64)
         # Attention scratch, transposed so every event is a vector add over the N queries.
         attn = [n for n in nodes if n.kind == "spiking_attention"]
         f_max = max([n.size for n in attn], default=1)
@@ -259,7 +258,7 @@ class _Run:
                     self.asr_tot, self.record_residual, self.params, self.feat_pe, self.runs, tb.blocks, tb.rowptr,
                     tb.syn_idx, tb.syn_val, tb.dense_val, tb.nnz_tab, self.counts, self.stats, self.qt, self.st,
                     self.ot, self.nq, self.nk, self.pc, self.row_sum, self.mx, self.fire, self.tmp_idx,
-                    self.tmp_val, self.pos_start, self.pos_list, np.array(cls.inputs, np.int64),
+                    self.tmp_val, self.per_row, np.array(cls.inputs, np.int64),
                     cls.pooling == "mean", cls_w, np.asarray(cls.params["bias"], np.float64),
                     np.zeros(cls_w.shape[0]), logits, rec_spikes, rec_asr)
         cells = np.array([N * n.size for n in self.lifs], dtype=np.float64)

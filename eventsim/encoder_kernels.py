@@ -19,8 +19,6 @@ import math
 
 from numba import njit
 
-from eventsim.vmath import exp_into, gelu_into
-
 from eventsim.kernels import (
     B_ACC_BASE,
     B_DENSE,
@@ -42,8 +40,10 @@ from eventsim.kernels import (
     C_ROWS,
     C_UPDATES,
     deliver,
-    deliver_spikes,
 )
+from eventsim.row_tiles import add_rows
+from eventsim.vmath import exp_into, gelu_into
+
 
 @njit(cache=True)
 def count_per_feature(counts_t, plane, runs, times):
@@ -123,86 +123,65 @@ def linear_init(out, bias, has_bias, runs, counts_t):
 
 @njit(cache=True)
 def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, ev_cnt, out, counts_t,
-                       pos_start, pos_list):
+                       per_row):
     """Every position's spikes through block ``b``: one weight row per spike, ACs on the target PEs.
 
-    A CSR block goes position by position. A dense block takes the spikes input
-    neuron by input neuron (a counting sort of the positions' spike lists into
-    ``pos_start``/``pos_list``), so a weight row is read once per step and
-    added to every position where its neuron spiked while it is in cache
-    (column tiles to keep the accumulators in L1 measured no faster: the
-    accumulators' L2 traffic, 16 bytes per AC, is the cost).
-    Each output element still receives its rows in increasing input order after
-    the bias, as in :func:`eventsim.kernels.deliver_spikes` run position by
-    position: the sums are the same, bit for bit, and so are the counts.
+    A dense block goes position by position through :func:`eventsim.row_tiles.add_rows`
+    (the accumulators of a 64-column tile in registers across the position's spike list); a
+    CSR block scatters each spike's row (:func:`_csr_from_spikes`). Either way each
+    output element receives its rows in increasing input order after the bias, as
+    :func:`eventsim.kernels.deliver_spikes` run position by position: the same sums, bit for
+    bit. Spikes are tallied per input neuron (``per_row``) and each PE's ACs taken from
+    the tallies once, after the sums.
     """
-    N = out.shape[0]
+    if blocks[b, B_DENSE] != 1:
+        _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out)
+    else:
+        N, F = out.shape
+        flat = out.reshape(N * F)
+        ncols = blocks[b, B_NCOLS]
+        base = blocks[b, B_ACC_BASE]
+        doff = blocks[b, B_DENSE_OFF]
+        for n in range(N):
+            add_rows(flat, n * F + base, dense_val, doff, ev_idx[n], ev_cnt[n], ncols)
+    _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row)
+
+
+@njit(cache=True)
+def _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row):
+    """ACs of block ``b`` on each target PE: spikes per input neuron times that row's non-zeros on the PE."""
+    N = ev_idx.shape[0]
     n_in = ev_idx.shape[1]
-    if blocks[b, B_DENSE] != 1:  # CSR rows: the scatter, not the row reads, is the cost; go position by position
-        _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, nnz_tab, ev_idx, ev_cnt, out, counts_t, pos_start)
-        return
-    for j in range(n_in + 1):
-        pos_start[j] = 0
+    for j in range(n_in):
+        per_row[j] = 0
     total = 0
     for n in range(N):
+        en = ev_idx[n]
         for e in range(ev_cnt[n]):
-            pos_start[ev_idx[n, e] + 1] += 1
+            per_row[en[e]] += 1
         total += ev_cnt[n]
-    for j in range(n_in):
-        pos_start[j + 1] += pos_start[j]
-    for n in range(N):  # fill in position order, moving each neuron's start forward ...
-        for e in range(ev_cnt[n]):
-            j = ev_idx[n, e]
-            pos_list[pos_start[j]] = n
-            pos_start[j] += 1
-    for j in range(n_in, 0, -1):  # ... then shift the starts back
-        pos_start[j] = pos_start[j - 1]
-    pos_start[0] = 0
-    ncols = blocks[b, B_NCOLS]
-    base = blocks[b, B_ACC_BASE]
     pe0 = blocks[b, B_PE_FIRST]
     npe = blocks[b, B_NPE]
     noff = blocks[b, B_NNZ_OFF]
     acs = counts_t[C_ACS, pe0:pe0 + npe]
-    doff = blocks[b, B_DENSE_OFF]
     for j in range(n_in):
-        k0 = pos_start[j]
-        k1 = pos_start[j + 1]
-        if k0 == k1:
-            continue
-        w = dense_val[doff + j * ncols:doff + (j + 1) * ncols]
-        for k in range(k0, k1):
-            a = out[pos_list[k], base:base + ncols]
-            for c in range(ncols):
-                a[c] += w[c]
-    for j in range(n_in):
-        k0 = pos_start[j]
-        k1 = pos_start[j + 1]
-        if k0 == k1:
-            continue
-        share = nnz_tab[noff + j * npe:noff + (j + 1) * npe]
-        for p in range(npe):
-            acs[p] += share[p] * (k1 - k0)
+        k = per_row[j]
+        if k != 0:
+            share = nnz_tab[noff + j * npe:noff + (j + 1) * npe]
+            for p in range(npe):
+                acs[p] += share[p] * k
     for p in range(pe0, pe0 + npe):
         counts_t[C_RECEIVED, p] += total
         counts_t[C_ROWS, p] += total
 
 
 @njit(cache=True)
-def _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, nnz_tab, ev_idx, ev_cnt, out, counts_t, per_row):
-    """CSR block ``b``, position by position: each spike's row scattered into that position's accumulator.
-
-    Spikes are tallied per input neuron (``per_row``) and each PE's ACs taken
-    from the tallies once, after the scatter, instead of once per spike.
-    """
+def _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out):
+    """CSR block ``b``, position by position: each spike's row scattered into that position's accumulator."""
     N = out.shape[0]
-    n_in = ev_idx.shape[1]
     ncols = blocks[b, B_NCOLS]
     base = blocks[b, B_ACC_BASE]
     roff = blocks[b, B_ROWPTR_OFF]
-    for j in range(n_in):
-        per_row[j] = 0
-    total = 0
     for n in range(N):
         a = out[n, base:base + ncols]
         en = ev_idx[n]
@@ -214,22 +193,6 @@ def _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, nnz_tab, ev_idx, ev_cn
             vv = syn_val[start:stop]
             for k in range(ii.shape[0]):
                 a[ii[k]] += vv[k]
-    for n in range(N):  # tallies apart from the scatter, which then keeps no other store in its loop
-        en = ev_idx[n]
-        for e in range(ev_cnt[n]):
-            per_row[en[e]] += 1
-        total += ev_cnt[n]
-    pe0 = blocks[b, B_PE_FIRST]
-    npe = blocks[b, B_NPE]
-    noff = blocks[b, B_NNZ_OFF]
-    for j in range(n_in):
-        k = per_row[j]
-        if k != 0:
-            for p in range(npe):
-                counts_t[C_ACS, pe0 + p] += nnz_tab[noff + j * npe + p] * k
-    for p in range(pe0, pe0 + npe):
-        counts_t[C_RECEIVED, p] += total
-        counts_t[C_ROWS, p] += total
 
 
 @njit(cache=True)
@@ -538,7 +501,7 @@ def _view(buf, off, N, F):
 def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                  u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                  blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, pos_start, pos_list):
+                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, per_row):
     """One time step of every node, in schedule order, in one call (no Python between nodes).
 
     Node ``i``'s value is ``vals[prog[i, P_VAL]:][:N * size]`` as ``[N, size]``;
@@ -576,8 +539,7 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
                     c_buf = prev_ev_cnt if delayed else ev_cnt
                     linear_from_spikes(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
                                        _view(e_buf, prog[src, P_EV], N, sF),
-                                       c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N], out, counts_t, pos_start,
-                                       pos_list)
+                                       c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N], out, counts_t, per_row)
                 else:
                     v_buf = prev_vals if delayed else vals
                     linear_from_real(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
@@ -670,7 +632,7 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
 def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                 u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                 blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, pos_start, pos_list,
+                counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, per_row,
                 cls_src, cls_mean, cls_w, cls_b, pooled, logits, rec_spikes, rec_asr):
     """All ``T`` steps of one input (:func:`encoder_step`), with the read-out and the records after each.
 
@@ -687,8 +649,7 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
         encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                      u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                      blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                     counts[t], stats[t], qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, pos_start,
-                     pos_list)
+                     counts[t], stats[t], qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, per_row)
         F = pooled.shape[0]
         pooled[:] = 0.0
         for j in range(cls_src.shape[0]):

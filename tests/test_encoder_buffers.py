@@ -50,7 +50,7 @@ def test_live_values_never_share_memory(tmp_path, style, feedback):
     spans = _intervals(net.nodes, N, offsets, in_place)
     for a, (i, end_i, lo_i, hi_i) in enumerate(spans):
         assert hi_i <= total
-        for j, end_j, lo_j, hi_j in spans[a + 1:]:
+        for j, _end_j, lo_j, hi_j in spans[a + 1:]:
             overlap = lo_i < hi_j and lo_j < hi_i
             if not overlap:
                 continue
