@@ -189,7 +189,6 @@ class _Run:
         self.pc = np.zeros((h_max, N), np.int64)
         self.row_sum = np.zeros((h_max, N))
         self.mx = np.zeros(N)
-        self.fire = np.zeros(max_in, np.uint8)
         self.stats = np.zeros((steps, len(self.lifs), 3))
 
     def layout(self) -> None:
@@ -257,7 +256,7 @@ class _Run:
                     self.prev_ev_idx, self.prev_ev_cnt, self.u, self.asr_num, self.cur_num, self.den,
                     self.asr_tot, self.record_residual, self.params, self.feat_pe, self.runs, tb.blocks, tb.rowptr,
                     tb.syn_idx, tb.syn_val, tb.dense_val, tb.nnz_tab, self.counts, self.stats, self.qt, self.st,
-                    self.ot, self.nq, self.nk, self.pc, self.row_sum, self.mx, self.fire, self.tmp_idx,
+                    self.ot, self.nq, self.nk, self.pc, self.row_sum, self.mx, self.tmp_idx,
                     self.tmp_val, self.per_row, np.array(cls.inputs, np.int64),
                     cls.pooling == "mean", cls_w, np.asarray(cls.params["bias"], np.float64),
                     np.zeros(cls_w.shape[0]), logits, rec_spikes, rec_asr)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 from eventsim.kernels import (
@@ -41,6 +42,7 @@ from eventsim.kernels import (
     C_UPDATES,
     deliver,
 )
+from eventsim.lif_lanes import lif_lanes
 from eventsim.row_tiles import add_rows
 from eventsim.vmath import exp_into, gelu_into
 
@@ -255,72 +257,41 @@ def gelu_rows(x, runs, counts_t):
 
 @njit(cache=True)
 def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, reset_zero,
-             asr_num, cur_num, track_current, fire, runs, counts_t):
+             asr_num, cur_num, track_current, runs, counts_t):
     """One step of a LIF population at every position: membrane, spikes, their lists, the ASR numerator.
 
     ``u = gamma * u + I`` (or ``gamma * u + input_gain * I`` with ``decay_input``,
     ``input_gain = 1 - gamma``); spike where ``u >= v_th``; reset by subtraction
     or to zero. The ASR numerator ``sum gamma^(t-tau) s[tau]`` is updated in
-    place: for IF neurons (``gamma = 1``) it is the spike count, added spike by
-    spike; with a leak, one vectorised pass. With ``track_current`` the
+    place (for IF neurons, ``gamma = 1``, the spike count). With ``track_current`` the
     gamma-weighted input current (for the steady-state residual) is kept too.
     Returns the number of spikes.
 
-    Per position: one vectorised pass (membrane, threshold, reset: selects, no
-    branches) that leaves the threshold crossings in the byte mask ``fire``,
-    then the spike list written without branches (every feature is written at
-    the list's end, which advances on a spike); each PE's emitted events are
-    then its stretch of the sorted list. The spikes themselves are only lists:
-    every reader (projections, attention, element-wise adds) takes lists.
+    Per position: one pass of 8-lane vector code (:func:`eventsim.lif_lanes.lif_lanes`:
+    membrane, threshold, reset, the leaky ASR numerator, and the spike list by
+    vector compress); each PE's emitted events are then its stretch of the
+    sorted list. The spikes themselves are only lists: every reader
+    (projections, attention, element-wise adds) takes lists.
     """
     N, F = u.shape
     spikes = 0
-    leaky = gamma != 1.0
     for n in range(N):
         un = u[n]
         xn = current[n]
-        if decay_input:
-            for c in range(F):
-                uu = gamma * un[c] + input_gain * xn[c]
-                f = uu >= v_th
-                fire[c] = f
-                if reset_zero:
-                    un[c] = 0.0 if f else uu
-                else:
-                    un[c] = uu - v_th if f else uu
-        else:
-            for c in range(F):
-                uu = gamma * un[c] + xn[c]
-                f = uu >= v_th
-                fire[c] = f
-                if reset_zero:
-                    un[c] = 0.0 if f else uu
-                else:
-                    un[c] = uu - v_th if f else uu
         an = asr_num[n]
-        if leaky:
-            for c in range(F):
-                an[c] = gamma * an[c] + (1.0 if fire[c] != 0 else 0.0)
+        en = ev_idx[n]
+        k = lif_lanes(un, xn, an, en, gamma, input_gain, v_th, decay_input, reset_zero)
         if track_current:
             cn = cur_num[n]
             for c in range(F):
                 cn[c] = gamma * cn[c] + xn[c]
-        en = ev_idx[n]
-        k = 0
-        for c in range(F):
-            en[k] = c
-            k += fire[c]
         i = 0
         for r in range(runs.shape[0]):  # the list is sorted: each PE's spikes are the entries below its stop
             i_run = i
-            while i < k and en[i] < runs[r, 1]:
-                i += 1
+            i = np.searchsorted(en[:k], runs[r, 1])
             counts_t[C_EMITTED, runs[r, 2]] += i - i_run
         ev_cnt[n] = k
         spikes += k
-        if not leaky:
-            for i in range(k):
-                an[en[i]] += 1.0
     count_per_feature(counts_t, C_UPDATES, runs, N)
     return spikes
 
@@ -501,7 +472,7 @@ def _view(buf, off, N, F):
 def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                  u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                  blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, per_row):
+                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row):
     """One time step of every node, in schedule order, in one call (no Python between nodes).
 
     Node ``i``'s value is ``vals[prog[i, P_VAL]:][:N * size]`` as ``[N, size]``;
@@ -583,7 +554,7 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
             c_num = _view(cur_num, off, N, F)
             spikes = lif_step(current, _view(u, off, N, F), _view(ev_idx, prog[i, P_EV], N, F),
                               ev_cnt[prog[i, P_CNT]:prog[i, P_CNT] + N], v_th, gamma, 1.0 - gamma, decay,
-                              prog[i, P_RESET_ZERO] == 1, a_num, c_num, track_current, fire, rn, counts_t)
+                              prog[i, P_RESET_ZERO] == 1, a_num, c_num, track_current, rn, counts_t)
             asr_tot[i] = gamma * asr_tot[i] + spikes  # sum over cells of the ASR numerators
             p = prog[i, P_LIF]
             stats[p, S_ASR] = asr_tot[i] / den[i]
@@ -632,7 +603,7 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
 def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                 u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                 blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, per_row,
+                counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row,
                 cls_src, cls_mean, cls_w, cls_b, pooled, logits, rec_spikes, rec_asr):
     """All ``T`` steps of one input (:func:`encoder_step`), with the read-out and the records after each.
 
@@ -649,7 +620,7 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
         encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                      u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                      blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                     counts[t], stats[t], qt, st, ot, nq, nk, pc, row_sum, mx, fire, tmp_idx, tmp_val, per_row)
+                     counts[t], stats[t], qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row)
         F = pooled.shape[0]
         pooled[:] = 0.0
         for j in range(cls_src.shape[0]):
