@@ -341,35 +341,46 @@ def spiking_attention(q, q_binary, q_idx, q_cnt, k_idx, k_cnt, v_idx, v_cnt, hea
     """
     N, F = q.shape
     d = F // heads
+    qt_flat = qt.reshape(F * N)
+    st_flat = st.reshape(st.shape[0] * N * N)
+    ot_flat = ot.reshape(F * N)
     for c in range(F):
-        nq[c] = 0
         nk[c] = 0
     if q_binary:  # Q from spikes (Spikformer): its lists
         qt[:, :] = 0.0
+        for c in range(F):
+            nq[c] = 0
         for n in range(N):
             qn = q_idx[n]
             for e in range(q_cnt[n]):
                 qt[qn[e], n] = 1.0
                 nq[qn[e]] += 1
-    else:
-        for n in range(N):
-            for c in range(F):
-                x = q[n, c]
-                qt[c, n] = x
-                nq[c] += x != 0.0
-    st[:, :, :] = 0.0
-    for m in range(N):  # Q K^T: each key spike (m, c) adds column c of Q to scores column m of its head
-        km = k_idx[m]
-        h = 0
-        for e in range(k_cnt[m]):  # the list is in increasing feature order: the head only moves forward
-            c = km[e]
-            while c >= (h + 1) * d:
-                h += 1
-            nk[c] += 1
-            srow = st[h, m]
-            qrow = qt[c]
+    else:  # column by column: contiguous writes, and the N rows' lines stay in L1 from column to column
+        for c in range(F):
+            qc = qt[c]
+            cnt = 0
             for n in range(N):
-                srow[n] += qrow[n]
+                x = q[n, c]
+                qc[n] = x
+                cnt += x != 0.0
+            nq[c] = cnt
+    # Q K^T: scores column (h, m) is the sum of the Q columns c of key m's spikes in head h, in increasing c
+    # (the key lists are sorted, so a head's spikes are a stretch of the list), summed in registers.
+    for m in range(N):
+        km = k_idx[m]
+        kc = k_cnt[m]
+        e0 = 0
+        for h in range(heads):
+            e1 = e0
+            while e1 < kc and km[e1] < (h + 1) * d:
+                e1 += 1
+            srow = st[h, m]
+            for n in range(N):
+                srow[n] = 0.0
+            add_rows(st_flat, (h * N + m) * N, qt_flat, 0, km[e0:e1], e1 - e0, N)
+            e0 = e1
+        for e in range(kc):
+            nk[km[e]] += 1
     for r in range(runs.shape[0]):
         tot = 0
         for c in range(runs[r, 0], runs[r, 1]):
@@ -380,62 +391,86 @@ def spiking_attention(q, q_binary, q_idx, q_cnt, k_idx, k_cnt, v_idx, v_cnt, hea
         pe_h = _pe_of(runs, h * d)
         if scale != 1.0:
             for m in range(N):
+                row = sh[m]
                 for n in range(N):
-                    sh[m, n] = scale * sh[m, n]
+                    row[n] = scale * row[n]
             counts_t[C_MULS, pe_h] += N * N
         if softmax:  # E = exp(S - rowmax) per query; the row sums divide the output after P V (contract)
+            row = sh[0]
             for n in range(N):
-                mx[n] = sh[0, n]
+                mx[n] = row[n]
             for m in range(1, N):
+                row = sh[m]
                 for n in range(N):
-                    mx[n] = sh[m, n] if sh[m, n] > mx[n] else mx[n]
+                    mx[n] = row[n] if row[n] > mx[n] else mx[n]
             for m in range(N):
+                row = sh[m]
                 for n in range(N):
-                    sh[m, n] = sh[m, n] - mx[n]
+                    row[n] = row[n] - mx[n]
             flat = sh.reshape(N * N)
             exp_into(flat, flat)
             rs = row_sum[h]
             for n in range(N):
                 rs[n] = 0.0
             for m in range(N):
+                row = sh[m]
                 for n in range(N):
-                    rs[n] += sh[m, n]
+                    rs[n] += row[n]
             counts_t[C_EXP, pe_h] += N * N
             counts_t[C_ADDS, pe_h] += N * N
         for j in range(N):
+            row = sh[j]
             cnt = 0
             for n in range(N):
-                cnt += sh[j, n] != 0.0
+                cnt += row[n] != 0.0
             pc[h, j] = cnt
-    ot[:, :] = 0.0
-    for c in range(F):
-        nk[c] = 0  # from here: each output feature's P V ACs
-    for j in range(N):  # P V: each value spike (j, c) adds column j of its head's P to output column c
+    # P V: output column c is the sum of P columns j (of c's head) over the value spikes (j, c), in increasing
+    # j: the value lists regrouped by feature (a counting sort), each group summed in registers.
+    v_start = np.zeros(F + 1, np.int64)
+    for j in range(N):
         vj = v_idx[j]
-        h = 0
+        for e in range(v_cnt[j]):
+            v_start[vj[e] + 1] += 1
+    for c in range(F):
+        v_start[c + 1] += v_start[c]
+    v_pos = np.empty(v_start[F], np.int32)
+    fill = v_start[:F].copy()
+    for j in range(N):
+        vj = v_idx[j]
         for e in range(v_cnt[j]):
             c = vj[e]
-            while c >= (h + 1) * d:
-                h += 1
-            prow = st[h, j]
-            orow = ot[c]
-            for n in range(N):
-                orow[n] += prow[n]
-            nk[c] += pc[h, j]
+            v_pos[fill[c]] = j
+            fill[c] += 1
+    for c in range(F):
+        h = c // d
+        j0 = v_start[c]
+        j1 = v_start[c + 1]
+        orow = ot[c]
+        for n in range(N):
+            orow[n] = 0.0
+        add_rows(ot_flat, c * N, st_flat, h * N * N, v_pos[j0:j1], j1 - j0, N)
+        tot = 0
+        for k in range(j0, j1):
+            tot += pc[h, v_pos[k]]
+        nk[c] = tot  # from here: each output feature's P V ACs
     for r in range(runs.shape[0]):
         tot = 0
         for c in range(runs[r, 0], runs[r, 1]):
             tot += nk[c]
         counts_t[C_ACS, runs[r, 2]] += tot
-    for n in range(N):
-        for h in range(heads):
-            rs = row_sum[h, n]
-            if softmax:
-                for c in range(h * d, (h + 1) * d):
-                    out[n, c] = ot[c, n] / rs
-            else:
-                for c in range(h * d, (h + 1) * d):
-                    out[n, c] = ot[c, n]
+    for h in range(heads):  # back to [N, F], eight features at a time (short strided reads, contiguous writes)
+        rs = row_sum[h]
+        for c0 in range(h * d, (h + 1) * d, 8):
+            c1 = min(c0 + 8, (h + 1) * d)
+            for n in range(N):
+                o = out[n]
+                if softmax:
+                    r = rs[n]
+                    for c in range(c0, c1):
+                        o[c] = ot[c, n] / r
+                else:
+                    for c in range(c0, c1):
+                        o[c] = ot[c, n]
     if softmax:
         count_per_feature(counts_t, C_DIV, runs, N)
 

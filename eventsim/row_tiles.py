@@ -16,8 +16,8 @@ time.
 
 The tile loop is LLVM vector code emitted through ``numba.extending.intrinsic``
 (numba has no vector type, and its loop vectoriser does not keep a loop-carried
-accumulator in registers); columns past the last full tile go through 8-wide
-tiles and then a scalar loop. With ``NUMBA_DISABLE_JIT`` the same sums run as
+accumulator in registers); columns past the last full tile go through a 32-wide
+tile, 8-wide tiles and then a scalar loop. With ``NUMBA_DISABLE_JIT`` the same sums run as
 plain Python.
 """
 
@@ -44,6 +44,9 @@ if config.DISABLE_JIT:
 
     def _tile8x8(acc, acc_off, w, rows, n_rows, stride, w_off):
         _tile_sum(acc, acc_off, w, rows, n_rows, stride, w_off, TILE)
+
+    def _tile4x8(acc, acc_off, w, rows, n_rows, stride, w_off):
+        _tile_sum(acc, acc_off, w, rows, n_rows, stride, w_off, TILE // 2)
 
     def _tile1x8(acc, acc_off, w, rows, n_rows, stride, w_off):
         _tile_sum(acc, acc_off, w, rows, n_rows, stride, w_off, _LANES)
@@ -116,6 +119,7 @@ else:
         return intrinsic(tile)
 
     _tile8x8 = _make_tile(TILE // _LANES)
+    _tile4x8 = _make_tile(TILE // _LANES // 2)
     _tile1x8 = _make_tile(1)
 
 
@@ -132,6 +136,9 @@ def add_rows(acc, acc_off, w, w_off, rows, n_rows, ncols):
     while c + TILE <= ncols:
         _tile8x8(acc, acc_off + c, w, rows, n_rows, ncols, w_off + c)
         c += TILE
+    if c + TILE // 2 <= ncols:
+        _tile4x8(acc, acc_off + c, w, rows, n_rows, ncols, w_off + c)
+        c += TILE // 2
     while c + _LANES <= ncols:
         _tile1x8(acc, acc_off + c, w, rows, n_rows, ncols, w_off + c)
         c += _LANES

@@ -24,7 +24,7 @@ def one_at_a_time(acc, acc_off, w, w_off, rows, n_rows, ncols):
     return out
 
 
-@pytest.mark.parametrize("ncols", [1, 7, 8, 9, 63, TILE, TILE + 1, 2 * TILE + 13, 256, 1024])
+@pytest.mark.parametrize("ncols", [1, 7, 8, 9, 32, 40, 63, TILE, TILE + 1, 96, 2 * TILE + 13, 256, 1024])
 @pytest.mark.parametrize("w_dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows_dtype", [np.int32, np.int64])
 def test_add_rows_equals_rows_one_at_a_time(ncols, w_dtype, rows_dtype):
