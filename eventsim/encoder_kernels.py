@@ -133,8 +133,7 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
     CSR block scatters each spike's row (:func:`_csr_from_spikes`). Either way each
     output element receives its rows in increasing input order after the bias, as
     :func:`eventsim.kernels.deliver_spikes` run position by position: the same sums, bit for
-    bit. Spikes are tallied per input neuron (``per_row``) and each PE's ACs taken from
-    the tallies once, after the sums.
+    bit. The ACs are counted apart from the sums (:func:`_count_spike_rows`).
     """
     if blocks[b, B_DENSE] != 1:
         _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out)
@@ -151,27 +150,39 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
 
 @njit(cache=True)
 def _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row):
-    """ACs of block ``b`` on each target PE: spikes per input neuron times that row's non-zeros on the PE."""
+    """ACs of block ``b`` on each target PE: for every spike, that row's non-zeros on the PE.
+
+    A block on one PE adds its rows' non-zeros spike by spike; a block split over
+    several PEs tallies spikes per input neuron (``per_row``) first and takes each
+    PE's share once per row.
+    """
     N = ev_idx.shape[0]
     n_in = ev_idx.shape[1]
-    for j in range(n_in):
-        per_row[j] = 0
-    total = 0
-    for n in range(N):
-        en = ev_idx[n]
-        for e in range(ev_cnt[n]):
-            per_row[en[e]] += 1
-        total += ev_cnt[n]
     pe0 = blocks[b, B_PE_FIRST]
     npe = blocks[b, B_NPE]
     noff = blocks[b, B_NNZ_OFF]
-    acs = counts_t[C_ACS, pe0:pe0 + npe]
-    for j in range(n_in):
-        k = per_row[j]
-        if k != 0:
-            share = nnz_tab[noff + j * npe:noff + (j + 1) * npe]
-            for p in range(npe):
-                acs[p] += share[p] * k
+    total = 0
+    for n in range(N):
+        total += ev_cnt[n]
+    if npe == 1:
+        acs = 0
+        for n in range(N):
+            en = ev_idx[n]
+            for e in range(ev_cnt[n]):
+                acs += nnz_tab[noff + en[e]]
+        counts_t[C_ACS, pe0] += acs
+    else:
+        for j in range(n_in):
+            per_row[j] = 0
+        for n in range(N):
+            en = ev_idx[n]
+            for e in range(ev_cnt[n]):
+                per_row[en[e]] += 1
+        for j in range(n_in):
+            k = per_row[j]
+            if k != 0:
+                for p in range(npe):
+                    counts_t[C_ACS, pe0 + p] += nnz_tab[noff + j * npe + p] * k
     for p in range(pe0, pe0 + npe):
         counts_t[C_RECEIVED, p] += total
         counts_t[C_ROWS, p] += total
