@@ -114,6 +114,7 @@ contraction there, so results can differ from the compiled ones in the last bit)
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from llvmlite import ir
@@ -122,7 +123,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
-    "BLOCK", "SQRT2", "exp_into", "sigmoid_into", "tanh_into", "erf_into", "gelu_into", "fit_coefficients",
+    "BLOCK", "SQRT2", "exp_into", "sigmoid_into", "tanh_into", "erf_into", "gelu_into", "fit_coefficients", "fma",
 ]
 
 #: Elements per block; 5 scratch rows of this size (20 KiB) stay in L1.
@@ -459,6 +460,12 @@ if _DISABLE_JIT:
         """float64 with the bits of an int64."""
         return np.int64(i).view(np.float64)
 
+    def fma(a, b, c):
+        """``a * b + c`` rounded once (exact rational arithmetic; no-JIT path only)."""
+        if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
+            return a * b + c
+        return float(Fraction(a) * Fraction(b) + Fraction(c))
+
     def _split8_impl(x, j0, m, zs, k1, k2, k3, mk, gelu):
         ks = [k1, k2, k3]
         bits = [0, 0]
@@ -635,6 +642,17 @@ else:
             return builder.bitcast(args[0], _f64)
 
         return types.float64(types.int64), codegen
+
+    @intrinsic
+    def fma(typingctx, a, b, c):
+        """``a * b + c`` with a single rounding (``llvm.fma``: one instruction where the CPU has FMA)."""
+        sig = types.float64(types.float64, types.float64, types.float64)
+
+        def codegen(context, builder, signature, args):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_f64, [_f64, _f64, _f64]), "llvm.fma.f64")
+            return builder.call(fn, args)
+
+        return sig, codegen
 
 
 @njit(inline="always", **_JIT)
