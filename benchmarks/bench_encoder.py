@@ -221,6 +221,9 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the engine uses one)")
     ap.add_argument("--no-torch", action="store_true", help="engine only (no torch oracle, no SpikingJelly)")
     ap.add_argument("--no-spikingjelly", action="store_true")
+    ap.add_argument("--dense-threshold", type=float, default=None,
+                    help="store weight blocks dense from this density on (> 1: CSR everywhere); default: the "
+                         "engine's default (0.3)")
     ap.add_argument("--residual", action="store_true",
                     help="engine also keeps the steady-state residual (record_residual; one more pass per LIF)")
     args = ap.parse_args(argv)
@@ -266,7 +269,7 @@ def main(argv=None) -> None:
                 ck = load_checkpoint(path)
                 ids = rng.integers(5, cfg["vocab"], cfg["positions"])
                 for scale in cfg["vth_scales"]:
-                    engine = EncoderEngine.from_checkpoint(ck, vth_scale=scale)
+                    engine = EncoderEngine.from_checkpoint(ck, vth_scale=scale, dense_threshold=args.dense_threshold)
                     oracle = sj = None
                     if oracle_cls is not None:
                         m = scaled_manifest(manifest, scale)

@@ -102,9 +102,16 @@ def compile_encoder(
     placement: Placement | None = None,
     vth_scale: float = 1.0,
     vth: float | None = None,
-    dense_threshold: float = DEFAULT_DENSE_THRESHOLD,
+    dense_threshold: float | None = None,
 ) -> CompiledEncoder:
-    """Build the encoder's nodes and weight blocks; ``placement`` defaults to :func:`even_placement`."""
+    """Build the encoder's nodes and weight blocks; ``placement`` defaults to :func:`even_placement`.
+
+    A weight block is stored dense when its density is at least ``dense_threshold``
+    (default :data:`~eventsim.network.DEFAULT_DENSE_THRESHOLD`; > 1: CSR everywhere).
+    The storage changes no sum and no count, only the time.
+    """
+    if dense_threshold is None:
+        dense_threshold = DEFAULT_DENSE_THRESHOLD
     manifest = checkpoint.manifest
     if manifest.model_kind != "spiking_encoder":
         raise EventsimError(

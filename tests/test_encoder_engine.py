@@ -33,11 +33,16 @@ def _checkpoint(tmp_path, style, sparsity, feedback, seed=1, **kw):
 
 @pytest.mark.parametrize("style,sparsity,feedback", CASES)
 @pytest.mark.parametrize("neurons_per_pe", [5, 256])
-def test_engine_equals_reference(tmp_path, style, sparsity, feedback, neurons_per_pe):
+@pytest.mark.parametrize("dense_threshold", [None, 0.0, 2.0])  # the engine's rule, all dense rows, all CSR
+def test_engine_equals_reference(tmp_path, style, sparsity, feedback, neurons_per_pe, dense_threshold):
     ck = _checkpoint(tmp_path, style, sparsity, feedback)
     ids = np.random.default_rng(0).integers(0, 80, 7)
     T = 50
-    engine = EncoderEngine.from_checkpoint(ck, even_placement(ck.manifest, neurons_per_pe))
+    engine = EncoderEngine.from_checkpoint(ck, even_placement(ck.manifest, neurons_per_pe),
+                                           dense_threshold=dense_threshold)
+    stored_dense = engine.net.table.blocks[:, 0]
+    if dense_threshold is not None:
+        assert (stored_dense == (1 if dense_threshold == 0.0 else 0)).all()
     res = engine.run(ids, T, record_spikes=True, record_asr=True)
     ref = run_reference(ck, ids, T)
     assert res.populations == tuple(ref["spikes"])
