@@ -1,4 +1,4 @@
-"""Smoke run of the encoder benchmark script (``--quick``): it runs, prints its table and fit.
+"""Smoke runs of the encoder benchmark scripts (``--quick``): they run and print their tables.
 
 Timings are not checked (that is the script's job, run by hand); only that every
 column is produced and that the SpikingJelly network, when it can be imported,
@@ -34,3 +34,16 @@ def test_bench_encoder_quick_runs():
         assert float(rate.rstrip("%")) > 0
         if sj_rate != "nan%":
             assert abs(float(rate.rstrip("%")) - float(sj_rate.rstrip("%"))) < 1.0
+
+
+@pytest.mark.slow
+def test_bench_encoder_kernels_quick_runs():
+    """Each new inner loop is checked against the loop it replaced (bit for bit) before it is timed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "benchmarks/bench_encoder_kernels.py", "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert len(re.findall(r"per_ac [\d.]+ +tiles [\d.]+ +same_row [\d.]+", out)) == 3
+    for what in ("LIF step", "LayerNorm", "GELU"):
+        assert what in out
