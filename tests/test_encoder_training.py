@@ -107,7 +107,7 @@ def test_train_export_and_match_the_engine(tiny_setup, tmp_path, method, style, 
 def test_reduced_vocabulary_tokenises_training_texts_like_the_teacher(tiny_setup, tmp_path):
     pytest.importorskip("eventsim.encoder_text")
     from training.sentiment_data import load_sentiment
-    from training.teacher import TeacherCache
+    from training.teacher_cache import TeacherCache
     from training.train_encoder import build_parser, prepare
 
     args = build_parser().parse_args(["--data", str(tiny_setup["csv"]), "--teacher-cache", str(tiny_setup["cache"]),
@@ -305,8 +305,8 @@ def test_distiller_terms_by_stage_and_masking():
     want0 = (((st - batch["attention"][:, 0, 0]) ** 2) * pair).sum() / pair.sum()
     st1 = out.attention["blocks.1.attn"].mean(1)
     want1 = (((st1 - batch["attention"][:, 1, 0]) ** 2) * pair).sum() / pair.sum()
-    assert float(s1["attention"]) == pytest.approx(2.0 * float(want0 + want1) / 2, rel=1e-5)
-    assert math.isfinite(float(sum(s1.values())))
+    assert float(s1["attention"].detach()) == pytest.approx(2.0 * float((want0 + want1).detach()) / 2, rel=1e-5)
+    assert math.isfinite(float(sum(s1.values()).detach()))
 
 
 def test_labels_only_without_a_teacher_cache(tiny_setup, tmp_path):

@@ -23,7 +23,8 @@ from training.sentiment_data import (  # noqa: E402
     load_sentiment,
     write_toy_csv,
 )
-from training.teacher import TeacherCache, load_classifier, load_tokenizer, main, write_tiny_bert  # noqa: E402
+from training.teacher import load_classifier, load_tokenizer, main, write_tiny_bert  # noqa: E402
+from training.teacher_cache import TeacherCache  # noqa: E402
 
 FT = ["--epochs", "2", "--batch-size", "8", "--lr", "2e-3", "--max-length", "16", "--threads", "1", "--quiet"]
 CACHE = ["--layers", "0,1,2", "--max-length", "16", "--shard-size", "40", "--batch-size", "16", "--threads", "1",

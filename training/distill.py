@@ -3,7 +3,7 @@
 The student's output (``training.encoder.EncoderOutput`` of the spiking forward or
 ``training.equilibrium.EquilibriumOutput`` of the fixed point: both have
 ``logits``, ``rates``, ``attention`` and ``embedding``) is compared with a batch of
-a :class:`training.teacher.TeacherCache` (``hidden [B, layers, N, H_t]``,
+a :class:`training.teacher_cache.TeacherCache` (``hidden [B, layers, N, H_t]``,
 ``attention [B, A, heads, N, N]``, ``logits``, ``labels``, ``attention_mask``):
 
 - ``hidden``: per mapped block, MSE between ``W_b a_b`` and the teacher's hidden

@@ -325,7 +325,8 @@ class LabelsOnly:
 def prepare(args: argparse.Namespace):
     """Data, teacher cache, reduced vocabulary, manifest and the id tensors of every split."""
     from training.sentiment_data import load_sentiment
-    from training.teacher import TeacherCache, load_tokenizer, resolve_teacher, teacher_config, teacher_hashes
+    from training.teacher import load_tokenizer, resolve_teacher, teacher_config, teacher_hashes
+    from training.teacher_cache import TeacherCache
 
     data = load_sentiment(args.data, args.text_column, args.label_column)
     teacher_hash, folder = None, None
