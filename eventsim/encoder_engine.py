@@ -179,6 +179,11 @@ class _Run:
         self.tmp_idx = np.zeros(max_in, np.int32)
         self.tmp_val = np.zeros(max_in)
         self.per_row = np.zeros(max_in, np.int64)
+        # Joined spike lists of a linear node with several spike inputs (one row per position).
+        cat = [sum(nodes[j].size for j in n.inputs) for n in nodes
+               if n.kind == "linear" and len(n.inputs) > 1 and all(nodes[j].binary for j in n.inputs)]
+        self.cat_idx = np.zeros((N, max(cat, default=0)), np.int32)
+        self.cat_cnt = np.zeros(N, np.int64)
         # Attention scratch, transposed so every event is a vector add over the N queries.
         attn = [n for n in nodes if n.kind == "spiking_attention"]
         f_max = max([n.size for n in attn], default=1)
@@ -257,7 +262,7 @@ class _Run:
                     self.asr_tot, self.record_residual, self.params, self.feat_pe, self.runs, tb.blocks, tb.rowptr,
                     tb.syn_idx, tb.syn_val, tb.dense_val, tb.nnz_tab, self.counts, self.stats, self.qt, self.st,
                     self.ot, self.nq, self.nk, self.pc, self.row_sum, self.mx, self.tmp_idx,
-                    self.tmp_val, self.per_row, np.array(cls.inputs, np.int64),
+                    self.tmp_val, self.per_row, self.cat_idx, self.cat_cnt, np.array(cls.inputs, np.int64),
                     cls.pooling == "mean", cls_w, np.asarray(cls.params["bias"], np.float64),
                     np.zeros(cls_w.shape[0]), logits, rec_spikes, rec_asr)
         cells = np.array([N * n.size for n in self.lifs], dtype=np.float64)

@@ -125,7 +125,7 @@ def linear_init(out, bias, has_bias, runs, counts_t):
 
 @njit(cache=True)
 def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, ev_cnt, out, counts_t,
-                       per_row):
+                       per_row, n_rows):
     """Every position's spikes through block ``b``: one weight row per spike, ACs on the target PEs.
 
     A dense block goes position by position through :func:`eventsim.row_tiles.add_rows`
@@ -133,7 +133,9 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
     CSR block scatters each spike's row (:func:`_csr_from_spikes`). Either way each
     output element receives its rows in increasing input order after the bias, as
     :func:`eventsim.kernels.deliver_spikes` run position by position: the same sums, bit for
-    bit. The ACs are counted apart from the sums (:func:`_count_spike_rows`).
+    bit. The ACs are counted apart from the sums (:func:`_count_spike_rows`). ``n_rows`` is
+    the block's number of rows (input neurons); a list may name a row more than once (the
+    concatenated lists of several spike inputs of one linear node).
     """
     if blocks[b, B_DENSE] != 1:
         _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out)
@@ -145,11 +147,11 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
         doff = blocks[b, B_DENSE_OFF]
         for n in range(N):
             add_rows(flat, n * F + base, dense_val, doff, ev_idx[n], ev_cnt[n], ncols)
-    _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row)
+    _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row, n_rows)
 
 
 @njit(cache=True)
-def _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row):
+def _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row, n_in):
     """ACs of block ``b`` on each target PE: for every spike, that row's non-zeros on the PE.
 
     A block on one PE adds its rows' non-zeros spike by spike; a block split over
@@ -157,7 +159,6 @@ def _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row):
     PE's share once per row.
     """
     N = ev_idx.shape[0]
-    n_in = ev_idx.shape[1]
     pe0 = blocks[b, B_PE_FIRST]
     npe = blocks[b, B_NPE]
     noff = blocks[b, B_NNZ_OFF]
@@ -526,7 +527,7 @@ def _view(buf, off, N, F):
 def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                  u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                  blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row):
+                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row, cat_idx, cat_cnt):
     """One time step of every node, in schedule order, in one call (no Python between nodes).
 
     Node ``i``'s value is ``vals[prog[i, P_VAL]:][:N * size]`` as ``[N, size]``;
@@ -555,20 +556,43 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
         n_in = prog[i, P_N_IN]
         if kind == K_LINEAR:
             linear_init(out, params[prog[i, P_PAR0]:prog[i, P_PAR0] + F], prog[i, P_BIAS] == 1, rn, counts_t)
+            all_spikes = n_in > 1
             for j in range(n_in):
-                src = inputs[i0 + j, 0]
-                delayed = inputs[i0 + j, 1] == 1
-                sF = prog[src, P_SIZE]
-                if prog[src, P_BINARY] == 1:
-                    e_buf = prev_ev_idx if delayed else ev_idx
-                    c_buf = prev_ev_cnt if delayed else ev_cnt
-                    linear_from_spikes(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                                       _view(e_buf, prog[src, P_EV], N, sF),
-                                       c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N], out, counts_t, per_row)
-                else:
-                    v_buf = prev_vals if delayed else vals
-                    linear_from_real(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                                     _view(v_buf, prog[src, P_VAL], N, sF), out, counts_t, tmp_idx, tmp_val)
+                all_spikes = all_spikes and prog[inputs[i0 + j, 0], P_BINARY] == 1
+            if all_spikes:  # several spike inputs through one block: their lists joined per position, in input
+                # order (each element still gets the rows input by input), so each position's sum is one pass
+                for n in range(N):
+                    cat_cnt[n] = 0
+                sF = prog[inputs[i0, 0], P_SIZE]
+                for j in range(n_in):
+                    src = inputs[i0 + j, 0]
+                    delayed = inputs[i0 + j, 1] == 1
+                    e_src = _view(prev_ev_idx if delayed else ev_idx, prog[src, P_EV], N, sF)
+                    c_src = (prev_ev_cnt if delayed else ev_cnt)[prog[src, P_CNT]:prog[src, P_CNT] + N]
+                    for n in range(N):
+                        k = cat_cnt[n]
+                        dst = cat_idx[n]
+                        sn = e_src[n]
+                        for e in range(c_src[n]):
+                            dst[k + e] = sn[e]
+                        cat_cnt[n] = k + c_src[n]
+                linear_from_spikes(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, cat_idx,
+                                   cat_cnt, out, counts_t, per_row, sF)
+            else:
+                for j in range(n_in):
+                    src = inputs[i0 + j, 0]
+                    delayed = inputs[i0 + j, 1] == 1
+                    sF = prog[src, P_SIZE]
+                    if prog[src, P_BINARY] == 1:
+                        e_buf = prev_ev_idx if delayed else ev_idx
+                        c_buf = prev_ev_cnt if delayed else ev_cnt
+                        linear_from_spikes(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
+                                           _view(e_buf, prog[src, P_EV], N, sF),
+                                           c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N], out, counts_t, per_row, sF)
+                    else:
+                        v_buf = prev_vals if delayed else vals
+                        linear_from_real(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
+                                         _view(v_buf, prog[src, P_VAL], N, sF), out, counts_t, tmp_idx, tmp_val)
             count_emitted_real(out, rn, counts_t)
         elif kind == K_LAYERNORM or kind == K_GELU:
             _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, out, fp, rn,
@@ -657,7 +681,7 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
 def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                 u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                 blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row,
+                counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row, cat_idx, cat_cnt,
                 cls_src, cls_mean, cls_w, cls_b, pooled, logits, rec_spikes, rec_asr):
     """All ``T`` steps of one input (:func:`encoder_step`), with the read-out and the records after each.
 
@@ -675,7 +699,8 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
         encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                      u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                      blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                     counts[t], stats[t], qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row)
+                     counts[t], stats[t], qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row, cat_idx,
+                     cat_cnt)
         F = pooled.shape[0]
         pooled[:] = 0.0
         for j in range(cls_src.shape[0]):
