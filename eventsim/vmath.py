@@ -886,8 +886,8 @@ def tanh_into(x, out):
 
 
 @njit(**_JIT)
-def erf_into(x, out):
-    """``out[:] = erf(x)`` for 1-D float64 arrays (``out`` may be ``x``); returns ``out``."""
+def _by_range_into(x, out, gelu):
+    """erf (or, with ``gelu``, GELU) block by block: split into per-range lists, one range per list, merge."""
     n = _check(x, out)
     zs, cap, mk = _split_scratch(n)
     bs = min(n, BLOCK)
@@ -899,38 +899,32 @@ def erf_into(x, out):
         os = out[s0 : s0 + m] if obuf.shape[0] == 0 else obuf[:m]
         k1, k2, k3 = 0, cap, 2 * cap
         for j0 in range(0, m, _LANES):
-            k1, k2, k3 = _split8_erf(xs, j0, m, zs, k1, k2, k3, mk)
+            if gelu:
+                k1, k2, k3 = _split8_gelu(xs, j0, m, zs, k1, k2, k3, mk)
+            else:
+                k1, k2, k3 = _split8_erf(xs, j0, m, zs, k1, k2, k3, mk)
         _erf_lists(zs, cap, k1, k2 - cap, k3 - 2 * cap)
         k1, k2, k3 = 0, cap, 2 * cap
         for j0 in range(0, m, _LANES):
-            k1, k2, k3 = _merge8_erf(xs, j0, m, zs, k1, k2, k3, mk, os)
+            if gelu:
+                k1, k2, k3 = _merge8_gelu(xs, j0, m, zs, k1, k2, k3, mk, os)
+            else:
+                k1, k2, k3 = _merge8_erf(xs, j0, m, zs, k1, k2, k3, mk, os)
         if obuf.shape[0] != 0:
             out[s0 : s0 + m] = os
     return out
 
 
 @njit(**_JIT)
+def erf_into(x, out):
+    """``out[:] = erf(x)`` for 1-D float64 arrays (``out`` may be ``x``); returns ``out``."""
+    return _by_range_into(x, out, False)
+
+
+@njit(**_JIT)
 def gelu_into(x, out):
     """``out[:] = 0.5 * x * (1 + erf(x / SQRT2))`` for 1-D float64 arrays (``out`` may be ``x``); returns ``out``."""
-    n = _check(x, out)
-    zs, cap, mk = _split_scratch(n)
-    bs = min(n, BLOCK)
-    xbuf = np.empty(bs if x.strides[0] != 8 else 0, dtype=np.float64)
-    obuf = np.empty(bs if out.strides[0] != 8 else 0, dtype=np.float64)
-    for s0 in range(0, n, BLOCK):
-        m = min(BLOCK, n - s0)
-        xs = _contiguous(x, s0, m, xbuf)
-        os = out[s0 : s0 + m] if obuf.shape[0] == 0 else obuf[:m]
-        k1, k2, k3 = 0, cap, 2 * cap
-        for j0 in range(0, m, _LANES):
-            k1, k2, k3 = _split8_gelu(xs, j0, m, zs, k1, k2, k3, mk)
-        _erf_lists(zs, cap, k1, k2 - cap, k3 - 2 * cap)
-        k1, k2, k3 = 0, cap, 2 * cap
-        for j0 in range(0, m, _LANES):
-            k1, k2, k3 = _merge8_gelu(xs, j0, m, zs, k1, k2, k3, mk, os)
-        if obuf.shape[0] != 0:
-            out[s0 : s0 + m] = os
-    return out
+    return _by_range_into(x, out, True)
 
 
 # All three erf ranges evaluated for every element and selected: the original formulation, kept as the
