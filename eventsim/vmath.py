@@ -242,6 +242,23 @@ _DISABLE_JIT = bool(config.DISABLE_JIT)
 # --------------------------------------------------------------------------- passes
 
 
+@njit(inline="always", **_JIT)
+def _exp_poly(r):
+    """``exp(r)`` for the reduced ``|r| <= ln(2) / 2``: ``1 + r + r^2 h(r)``."""
+    h = _E10
+    h = h * r + _E9
+    h = h * r + _E8
+    h = h * r + _E7
+    h = h * r + _E6
+    h = h * r + _E5
+    h = h * r + _E4
+    h = h * r + _E3
+    h = h * r + _E2
+    h = h * r + _E1
+    h = h * r + _E0
+    return 1.0 + (r + (r * r) * h)
+
+
 @njit(**_JIT)
 def _exp_reduce(src, tb, ub, pb):
     """Pass 1 on ``src``: ``tb = k + SHIFTER``, ``ub = round(k/2) + SHIFTER``, ``pb = exp(r)``."""
@@ -253,18 +270,7 @@ def _exp_reduce(src, tb, ub, pb):
         kf = t - _SHIFTER
         u = kf * 0.5 + _SHIFTER  # kf/2 is exact; round half to even
         r = (xc - kf * _LN2_HI) - kf * _LN2_LO
-        h = _E10
-        h = h * r + _E9
-        h = h * r + _E8
-        h = h * r + _E7
-        h = h * r + _E6
-        h = h * r + _E5
-        h = h * r + _E4
-        h = h * r + _E3
-        h = h * r + _E2
-        h = h * r + _E1
-        h = h * r + _E0
-        p = 1.0 + (r + (r * r) * h)
+        p = _exp_poly(r)
         tb[j] = t
         ub[j] = u
         pb[j] = p if xi == xi else xi  # NaN * 2**k stays NaN
@@ -296,6 +302,70 @@ def _exp_block(src, dst, pb, tb, ub, ti, ui):
     _exp_finish(pb, ub, tb, dst)
 
 
+@njit(inline="always", **_JIT)
+def _erf_small1(xc):
+    """Range 1: ``x + x g(x^2)``."""
+    t = xc * xc
+    g = _G10
+    g = g * t + _G9
+    g = g * t + _G8
+    g = g * t + _G7
+    g = g * t + _G6
+    g = g * t + _G5
+    g = g * t + _G4
+    g = g * t + _G3
+    g = g * t + _G2
+    g = g * t + _G1
+    g = g * t + _G0
+    return xc + xc * g
+
+
+@njit(inline="always", **_JIT)
+def _erf_mid_poly(s):
+    """Range 2 on ``s = |x| - _ERF_MID``: ``C + m(s)``."""
+    p = _M14
+    p = p * s + _M13
+    p = p * s + _M12
+    p = p * s + _M11
+    p = p * s + _M10
+    p = p * s + _M9
+    p = p * s + _M8
+    p = p * s + _M7
+    p = p * s + _M6
+    p = p * s + _M5
+    p = p * s + _M4
+    p = p * s + _M3
+    p = p * s + _M2
+    p = p * s + _M1
+    p = p * s + _M0
+    return _ERF_MID_C + p
+
+
+@njit(inline="always", **_JIT)
+def _erfc_poly(a3):
+    """Range 3 on ``|x|`` (clamped): ``v = 4 / (2 + a)`` and ``R(v - center)``; ``erfc = exp(R - a^2) v / 4``."""
+    v = 4.0 / (2.0 + a3)
+    y = v - _ERFC_CENTER
+    r = _R16
+    r = r * y + _R15
+    r = r * y + _R14
+    r = r * y + _R13
+    r = r * y + _R12
+    r = r * y + _R11
+    r = r * y + _R10
+    r = r * y + _R9
+    r = r * y + _R8
+    r = r * y + _R7
+    r = r * y + _R6
+    r = r * y + _R5
+    r = r * y + _R4
+    r = r * y + _R3
+    r = r * y + _R2
+    r = r * y + _R1
+    r = r * y + _R0
+    return v, r
+
+
 @njit(**_JIT)
 def _erf_reduce(src, qb, eb):
     """erf pass 1 on ``src``: ``qb`` = erf for ``|x| < 1.25``, else ``+-2v`` (``|.| >= 1``); ``eb`` = exponent.
@@ -308,60 +378,14 @@ def _erf_reduce(src, qb, eb):
         # region 1: x + x g(x^2) on x clamped to the region (keeps unused lanes finite)
         xc = xi if xi > -_ERF_SMALL else -_ERF_SMALL  # NaN -> -_ERF_SMALL here; restored below
         xc = xc if xc < _ERF_SMALL else _ERF_SMALL
-        t = xc * xc
-        g = _G10
-        g = g * t + _G9
-        g = g * t + _G8
-        g = g * t + _G7
-        g = g * t + _G6
-        g = g * t + _G5
-        g = g * t + _G4
-        g = g * t + _G3
-        g = g * t + _G2
-        g = g * t + _G1
-        g = g * t + _G0
-        small = xc + xc * g
+        small = _erf_small1(xc)
         # region 2: C + m(a - _ERF_MID)
-        s = (a if a < _ERFC_START else _ERFC_START) - _ERF_MID
-        p = _M14
-        p = p * s + _M13
-        p = p * s + _M12
-        p = p * s + _M11
-        p = p * s + _M10
-        p = p * s + _M9
-        p = p * s + _M8
-        p = p * s + _M7
-        p = p * s + _M6
-        p = p * s + _M5
-        p = p * s + _M4
-        p = p * s + _M3
-        p = p * s + _M2
-        p = p * s + _M1
-        p = p * s + _M0
-        mid = _ERF_MID_C + p
+        mid = _erf_mid_poly((a if a < _ERFC_START else _ERFC_START) - _ERF_MID)
         mid = mid if xi > 0.0 else -mid
         # region 3: exp argument and the factor v = 4 / (2 + a) (erfc = exp(...) * v / 4)
         a3 = a if a > _ERFC_START else _ERFC_START  # NaN -> _ERFC_START
         a3 = a3 if a3 < _ERF_SAT else _ERF_SAT
-        v = 4.0 / (2.0 + a3)
-        y = v - _ERFC_CENTER
-        r = _R16
-        r = r * y + _R15
-        r = r * y + _R14
-        r = r * y + _R13
-        r = r * y + _R12
-        r = r * y + _R11
-        r = r * y + _R10
-        r = r * y + _R9
-        r = r * y + _R8
-        r = r * y + _R7
-        r = r * y + _R6
-        r = r * y + _R5
-        r = r * y + _R4
-        r = r * y + _R3
-        r = r * y + _R2
-        r = r * y + _R1
-        r = r * y + _R0
+        v, r = _erfc_poly(a3)
         eb[j] = r - a3 * a3
         big = v + v  # in [1, 2.47]: marks the lane as an erfc lane
         big = big if xi > 0.0 else -big
@@ -656,43 +680,9 @@ else:
 
 
 @njit(inline="always", **_JIT)
-def _erf_small1(xc):
-    """Range 1: ``x + x g(x^2)`` (as in :func:`_erf_reduce`; no clamp needed)."""
-    t = xc * xc
-    g = _G10
-    g = g * t + _G9
-    g = g * t + _G8
-    g = g * t + _G7
-    g = g * t + _G6
-    g = g * t + _G5
-    g = g * t + _G4
-    g = g * t + _G3
-    g = g * t + _G2
-    g = g * t + _G1
-    g = g * t + _G0
-    return xc + xc * g
-
-
-@njit(inline="always", **_JIT)
 def _erf_mid1(xi):
     """Range 2: ``+-(C + m(|x| - _ERF_MID))`` (as in :func:`_erf_reduce`)."""
-    s = abs(xi) - _ERF_MID
-    p = _M14
-    p = p * s + _M13
-    p = p * s + _M12
-    p = p * s + _M11
-    p = p * s + _M10
-    p = p * s + _M9
-    p = p * s + _M8
-    p = p * s + _M7
-    p = p * s + _M6
-    p = p * s + _M5
-    p = p * s + _M4
-    p = p * s + _M3
-    p = p * s + _M2
-    p = p * s + _M1
-    p = p * s + _M0
-    mid = _ERF_MID_C + p
+    mid = _erf_mid_poly(abs(xi) - _ERF_MID)
     return mid if xi > 0.0 else -mid
 
 
@@ -707,42 +697,13 @@ def _erf_big1(xi):
     a = abs(xi)
     a3 = a if a > _ERFC_START else _ERFC_START  # NaN -> _ERFC_START (finite exponent)
     a3 = a3 if a3 < _ERF_SAT else _ERF_SAT
-    v = 4.0 / (2.0 + a3)
-    y = v - _ERFC_CENTER
-    r = _R16
-    r = r * y + _R15
-    r = r * y + _R14
-    r = r * y + _R13
-    r = r * y + _R12
-    r = r * y + _R11
-    r = r * y + _R10
-    r = r * y + _R9
-    r = r * y + _R8
-    r = r * y + _R7
-    r = r * y + _R6
-    r = r * y + _R5
-    r = r * y + _R4
-    r = r * y + _R3
-    r = r * y + _R2
-    r = r * y + _R1
-    r = r * y + _R0
+    v, r = _erfc_poly(a3)
     w = r - a3 * a3
     # exp(w), as _exp_reduce / _exp_scale_bits / _exp_finish compute it
     t = w * _LOG2E + _SHIFTER
     kf = t - _SHIFTER
     rr = (w - kf * _LN2_HI) - kf * _LN2_LO
-    h = _E10
-    h = h * rr + _E9
-    h = h * rr + _E8
-    h = h * rr + _E7
-    h = h * rr + _E6
-    h = h * rr + _E5
-    h = h * rr + _E4
-    h = h * rr + _E3
-    h = h * rr + _E2
-    h = h * rr + _E1
-    h = h * rr + _E0
-    p = 1.0 + (rr + (rr * rr) * h)
+    p = _exp_poly(rr)
     ew = p * _i2f((_f2i(t) - _SHIFTER_BITS + 1023) << 52)
     # finish, as _erf_finish on q = +-2v (NaN: q = xi)
     q = v + v
