@@ -131,8 +131,8 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
     A dense block goes position by position through :func:`eventsim.row_tiles.add_rows`
     (the accumulators of a 64-column tile in registers across the position's spike list); a
     CSR block scatters each spike's row (:func:`_csr_from_spikes`). Either way each
-    output element receives its rows in increasing input order after the bias, as
-    :func:`eventsim.kernels.deliver_spikes` run position by position: the same sums, bit for
+    output element receives its rows in the order of its position's list (increasing
+    input order) after the bias, as adding the rows one at a time: the same sums, bit for
     bit. The ACs are counted apart from the sums (:func:`_count_spike_rows`). ``n_rows`` is
     the block's number of rows (input neurons); a list may name a row more than once (the
     concatenated lists of several spike inputs of one linear node).

@@ -69,43 +69,6 @@ def deliver(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, ev_
 
 
 @njit(cache=True)
-def deliver_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, n_ev, acc, counts_t):
-    """Accumulate ``n_ev`` binary spikes through block ``b``: weight rows added, one AC per non-zero.
-
-    The spike-train twin of :func:`deliver`: no payload, so no multiply; each
-    target PE's share of a row is counted as ACs instead of MACs.
-    """
-    ncols = blocks[b, B_NCOLS]
-    a = acc[blocks[b, B_ACC_BASE]:blocks[b, B_ACC_BASE] + ncols]
-    if blocks[b, B_DENSE] == 1:
-        doff = blocks[b, B_DENSE_OFF]
-        for e in range(n_ev):
-            w = dense_val[doff + ev_idx[e] * ncols:doff + (ev_idx[e] + 1) * ncols]
-            for c in range(ncols):
-                a[c] += w[c]
-    else:
-        roff = blocks[b, B_ROWPTR_OFF]
-        for e in range(n_ev):
-            start = rowptr[roff + ev_idx[e]]
-            stop = rowptr[roff + ev_idx[e] + 1]
-            idx = syn_idx[start:stop]
-            val = syn_val[start:stop]
-            for s in range(idx.shape[0]):
-                a[idx[s]] += val[s]
-    pe0 = blocks[b, B_PE_FIRST]
-    npe = blocks[b, B_NPE]
-    noff = blocks[b, B_NNZ_OFF]
-    acs = counts_t[C_ACS, pe0:pe0 + npe]
-    for e in range(n_ev):
-        share = nnz_tab[noff + ev_idx[e] * npe:noff + (ev_idx[e] + 1) * npe]
-        for p in range(npe):
-            acs[p] += share[p]
-    for p in range(pe0, pe0 + npe):
-        counts_t[C_RECEIVED, p] += n_ev
-        counts_t[C_ROWS, p] += n_ev
-
-
-@njit(cache=True)
 def update_layer(layers, l, pe_start, pe_stop, acc_in, acc_rec, state_c, thr, out_idx, out_val, counts_t, scratch):
     """Update every neuron of recurrent layer ``l``; write its events; return their number.
 
