@@ -1,10 +1,9 @@
 """The encoder schedule: one input of N tokens, T time steps from the zero state, all positions together.
 
-Per step, the nodes run in manifest order (:mod:`eventsim.encoder_manifest`);
-Python walks the nodes and each node is one call into
-:mod:`eventsim.encoder_kernels` over all positions, so the cost of a step is
-its events (spikes through weight rows, key/value spikes through attention)
-plus one element-wise pass per node. Counters, the :class:`EventTrace`, the
+Per step, the nodes run in manifest order (:mod:`eventsim.encoder_manifest`),
+all T steps in one call of :func:`eventsim.encoder_kernels.encoder_run` over
+every position, so the cost of a step is its events (spikes through weight rows,
+key/value spikes through attention) plus one element-wise pass per node. Counters, the :class:`EventTrace`, the
 placement and the weight blocks are the language models' own.
 
 Per input and per step it records the classifier's read-out of the ASR, the

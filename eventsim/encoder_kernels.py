@@ -1,18 +1,22 @@
-"""Numba kernels of the encoder schedule: one call per node per time step, all positions at once.
+"""Numba kernels of the encoder schedule: all T steps of one input in one call, all positions at once.
 
-Arrays are ``[positions, features]`` float64; spike populations are 0/1 arrays
-plus, per position, the list of features that spiked (``ev_idx[n, :ev_cnt[n]]``),
-which is what a projection reads: work grows with spikes, not with the size of
-the spike tensor. ``feat_pe[c]`` is the PE that holds feature ``c`` of the node
-being run; every operation is counted on that PE in ``counts_t[plane, pe]``
-(planes :data:`eventsim.kernels.C_*`). Projections go through the shared
-delivery kernels of :mod:`eventsim.kernels` (one weight row per event).
+A step runs every node in schedule order over flat buffers (:func:`encoder_step`,
+driven by an integer program table); :func:`encoder_run` runs the T steps and the
+per-step read-out. Node values are ``[positions, features]`` float64; a spike
+population is, per position, the list of features that spiked
+(``ev_idx[n, :ev_cnt[n]]``), which is what its readers take: work grows with
+spikes, not with the size of the spike tensor. ``feat_pe[c]`` is the PE that
+holds feature ``c`` of the node being run; every operation is counted on that PE
+in ``counts_t[plane, pe]`` (planes :data:`eventsim.kernels.C_*`). Spike
+projections sum weight rows in registers (:mod:`eventsim.row_tiles`) or scatter
+CSR rows; real-valued inputs go through :func:`eventsim.kernels.deliver`; LIF
+steps are :mod:`eventsim.lif_lanes`.
 
 The arithmetic follows the contract in :mod:`eventsim.encoder_manifest` term by
-term (same expressions, same order where the order is fixed), so the numpy
+term (same expressions, same order where the order is fixed; LayerNorm's divide
+as a corrected reciprocal product, which gives the same quotient), so the numpy
 reference and the torch oracle meet the same spikes.
 """
-
 from __future__ import annotations
 
 import math
