@@ -77,22 +77,59 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _in_c_callback(frame) -> bool:
+    """Whether Python code called back from C is running: llvmlite's compiler hooks during a Numba compile.
+
+    An exception raised there cannot leave the callback: ctypes prints it with a traceback and drops it.
+    """
+    while frame is not None:
+        if "llvmlite" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt(signum, frame) -> None:
+    """Raise KeyboardInterrupt now, or, inside a C callback, 20 ms later (and again until outside)."""
+    if _in_c_callback(frame):
+        with contextlib.suppress(ValueError, OSError, AttributeError):  # no SIGALRM/setitimer: raise as before
+            signal.signal(signal.SIGALRM, _interrupt)
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
+            return
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises KeyboardInterrupt (main thread only)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+    """Within the block, SIGTERM and Ctrl-C raise KeyboardInterrupt (main thread only).
 
+    Ctrl-C is taken over only where it has Python's default handler (sweep workers ignore it).
+    A signal that arrives while a Numba compile runs Python code inside a C callback is raised
+    once the callback has returned (:func:`_interrupt`), so it is neither lost nor printed as a
+    traceback.
+    """
+    sigs = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        sigs.append(signal.SIGINT)
+    old = {}
     try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except (ValueError, OSError):  # not the main thread
+        for sig in sigs + [signal.SIGALRM]:
+            old[sig] = signal.signal(sig, _interrupt)
+    except (ValueError, OSError, AttributeError):  # not the main thread (or no SIGALRM)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         yield
         return
+    pending = False
     try:
         yield
     finally:
         with contextlib.suppress(ValueError, OSError):
-            signal.signal(signal.SIGTERM, old)
+            pending = signal.setitimer(signal.ITIMER_REAL, 0)[0] > 0  # a deferred interrupt not yet raised
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+    if pending:
+        raise KeyboardInterrupt
 
 
 class DeferInterrupts:
