@@ -2,6 +2,6 @@
 
 import sys
 
-from eventsim.cli import main
+from eventsim.launcher import main
 
 sys.exit(main())

@@ -18,6 +18,7 @@ from eventsim import classify as classify_command
 from eventsim import cmd_info as info_command
 from eventsim import cmd_simulate as simulate_command
 from eventsim.command import (
+    EXIT_ABORTED,
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -62,12 +63,15 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version (0) or a bad option (2, one line already printed)
-        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
-    args.command_line = command_line(argv)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version (0) or a bad option (2, one line already printed)
+            return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+        args.command_line = command_line(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the command started: nothing was written
+        return EXIT_ABORTED
     return run_handler("eventsim", COMMANDS[args.command], args)
 
 
