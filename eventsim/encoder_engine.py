@@ -3,8 +3,9 @@
 Per step, the nodes run in manifest order (:mod:`eventsim.encoder_manifest`),
 all T steps in one call of :func:`eventsim.encoder_kernels.encoder_run` over
 every position, so the cost of a step is its events (spikes through weight rows,
-key/value spikes through attention) plus one element-wise pass per node. Counters, the :class:`EventTrace`, the
-placement and the weight blocks are the language models' own.
+key/value spikes through attention) plus one element-wise pass per node.
+Counters, the :class:`EventTrace`, the placement and the weight blocks are the
+language models' own.
 
 Per input and per step it records the classifier's read-out of the ASR, the
 mean ASR and the spike fraction of every LIF population, and the RMS residual

@@ -292,7 +292,7 @@ def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, r
     Returns the number of spikes.
 
     Per position: one pass of 8-lane vector code (:func:`eventsim.lif_lanes.lif_lanes`:
-    membrane, threshold, reset, the leaky ASR numerator, and the spike list by
+    membrane, threshold, reset, the ASR numerator, and the spike list by
     vector compress); each PE's emitted events are then its stretch of the
     sorted list. The spikes themselves are only lists: every reader
     (projections, attention, element-wise adds) takes lists.
