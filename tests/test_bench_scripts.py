@@ -7,8 +7,10 @@ spikes at the engine's rate (float32 against float64: the same network).
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +49,50 @@ def test_bench_encoder_kernels_quick_runs():
     assert len(re.findall(r"per_ac [\d.]+ +tiles [\d.]+ +same_row [\d.]+", out)) == 3
     for what in ("LIF step", "LayerNorm", "GELU"):
         assert what in out
+
+
+def test_profile_encoder_demangles_and_parses():
+    """The profile's two text steps: Numba's mangled names, and perf's report lines summed per function."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import profile_encoder as pe
+    finally:
+        sys.path.pop(0)
+    mangled = ("_ZN8eventsim15encoder_kernels16_csr_from_spikesB3v19B38c8tJTIeFIjxB2IKSgI4CrvQClQZ6FczSBAA_3dE"
+               "x5ArrayIxLi2E1C7mutable7alignedE")
+    assert pe.demangle(mangled) == "eventsim.encoder_kernels._csr_from_spikes"
+    assert pe.demangle("_ZN8eventsim9row_tiles8add_rowsB2v3E") == "eventsim.row_tiles.add_rows"
+    assert pe.demangle("_PyEval_EvalFrameDefault") == "_PyEval_EvalFrameDefault"
+    report = ("# comment\n"
+              "    60.50%  [.] _ZN8eventsim9row_tiles8add_rowsB2v3E5Array\n"
+              "     1.25%  [.] _ZN8eventsim9row_tiles8add_rowsB2v4E5Array\n"
+              "     2.00%  [.] _PyEval_EvalFrameDefault\n"
+              "     0.64%  [k] exc_page_fault\n")
+    shares = pe.parse_report(report)
+    assert shares == {"eventsim.row_tiles.add_rows": 61.75, "_PyEval_EvalFrameDefault": 2.0}
+
+
+@pytest.mark.slow
+def test_profile_encoder_quick_runs_or_says_why():
+    """With perf: a table of the engine's functions (add_rows and lif_step among them) and the JSON; without: one
+    line and exit 2."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    missing = subprocess.run([sys.executable, "benchmarks/profile_encoder.py", "--quick", "--perf", "no-such-perf"],
+                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == ("profile_encoder: 'no-such-perf' not found: install perf (linux-tools) "
+                                      "to profile")
+    if shutil.which("perf") is None:
+        pytest.skip("perf is not installed here")
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"profile-{os.getpid()}.json"
+    proc = subprocess.run([sys.executable, "benchmarks/profile_encoder.py", "--quick", "--seconds", "2",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode == 2 and "perf record failed" in proc.stderr:
+        pytest.skip(f"perf cannot sample here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "eventsim.row_tiles.add_rows" in proc.stdout and "eventsim.encoder_kernels.lif_step" in proc.stdout
+    table = json.loads(out.read_text())
+    out.unlink()
+    shares = [row["share"] for row in table["functions"]]
+    assert 0.5 < sum(shares) <= 1.0 + 1e-9 and shares == sorted(shares, reverse=True)
+    assert table["ops"] > 0 and 0 < table["spike_rate"] < 1
