@@ -47,7 +47,7 @@ from eventsim.kernels import (
     deliver,
 )
 from eventsim.lif_lanes import lif_lanes
-from eventsim.row_tiles import add_rows
+from eventsim.row_tiles import add_rows, add_rows_from
 from eventsim.vmath import exp_into, fma, gelu_into
 
 
@@ -114,22 +114,27 @@ def gather_spikes(dst, ev_idx, ev_cnt, first, feat_pe, counts_t):
 
 
 @njit(cache=True)
-def linear_init(out, bias, has_bias, runs, counts_t):
-    """Start every position's accumulator at the bias (one add per output element) or at zero."""
+def linear_init(out, bias, has_bias, runs, counts_t, write=True):
+    """Start every position's accumulator at the bias (one add per output element) or at zero.
+
+    ``write=False``: only count the bias adds; the first projection starts its sums
+    at the bias itself (:func:`linear_from_spikes` with ``init``).
+    """
     N, F = out.shape
     if has_bias:
-        for n in range(N):
-            o = out[n]
-            for c in range(F):
-                o[c] = bias[c]
+        if write:
+            for n in range(N):
+                o = out[n]
+                for c in range(F):
+                    o[c] = bias[c]
         count_per_feature(counts_t, C_ADDS, runs, N)
-    else:
+    elif write:
         out[:, :] = 0.0
 
 
 @njit(cache=True)
 def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, ev_cnt, out, counts_t,
-                       per_row, n_rows):
+                       per_row, n_rows, init=None):
     """Every position's spikes through block ``b``: one weight row per spike, ACs on the target PEs.
 
     A dense block goes position by position through :func:`eventsim.row_tiles.add_rows`
@@ -139,18 +144,25 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
     input order) after the bias, as adding the rows one at a time: the same sums, bit for
     bit. The ACs are counted apart from the sums (:func:`_count_spike_rows`). ``n_rows`` is
     the block's number of rows (input neurons); a list may name a row more than once (the
-    concatenated lists of several spike inputs of one linear node).
+    concatenated lists of several spike inputs of one linear node). ``init`` (a block covering
+    all of ``out``'s columns): the sums start at ``init`` (the bias) instead of at ``out``,
+    position by position (dense: :func:`eventsim.row_tiles.add_rows_from`, ``out`` only
+    written; CSR: ``out[n]`` set to ``init`` just before its rows).
     """
     if blocks[b, B_DENSE] != 1:
-        _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out)
+        _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out, init)
     else:
         N, F = out.shape
         flat = out.reshape(N * F)
         ncols = blocks[b, B_NCOLS]
         base = blocks[b, B_ACC_BASE]
         doff = blocks[b, B_DENSE_OFF]
-        for n in range(N):
-            add_rows(flat, n * F + base, dense_val, doff, ev_idx[n], ev_cnt[n], ncols)
+        if init is None:
+            for n in range(N):
+                add_rows(flat, n * F + base, dense_val, doff, ev_idx[n], ev_cnt[n], ncols)
+        else:
+            for n in range(N):
+                add_rows_from(flat, n * F + base, init, 0, dense_val, doff, ev_idx[n], ev_cnt[n], ncols)
     _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row, n_rows)
 
 
@@ -194,14 +206,21 @@ def _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row, n_i
 
 
 @njit(cache=True)
-def _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out):
-    """CSR block ``b``, position by position: each spike's row scattered into that position's accumulator."""
+def _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out, init=None):
+    """CSR block ``b``, position by position: each spike's row scattered into that position's accumulator.
+
+    ``init``: each position's accumulator is first set to it (the bias), just before its
+    rows come in (the accumulator is then in L1 for the scatter).
+    """
     N = out.shape[0]
     ncols = blocks[b, B_NCOLS]
     base = blocks[b, B_ACC_BASE]
     roff = blocks[b, B_ROWPTR_OFF]
     for n in range(N):
         a = out[n, base:base + ncols]
+        if init is not None:
+            for c in range(ncols):
+                a[c] = init[c]
         en = ev_idx[n]
         for e in range(ev_cnt[n]):
             j = en[e]
@@ -559,7 +578,13 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
         i0 = prog[i, P_IN_OFF]
         n_in = prog[i, P_N_IN]
         if kind == K_LINEAR:
-            linear_init(out, params[prog[i, P_PAR0]:prog[i, P_PAR0] + F], prog[i, P_BIAS] == 1, rn, counts_t)
+            bias = params[prog[i, P_PAR0]:prog[i, P_PAR0] + F]
+            blk = prog[i, P_BLOCK]
+            # a block over all columns, fed spikes first: each position's sums start at the bias when its
+            # rows come in (no separate copy pass over all positions)
+            from_bias = (prog[i, P_BIAS] == 1 and prog[inputs[i0, 0], P_BINARY] == 1
+                         and blocks[blk, B_ACC_BASE] == 0 and blocks[blk, B_NCOLS] == F)
+            linear_init(out, bias, prog[i, P_BIAS] == 1, rn, counts_t, not from_bias)
             all_spikes = n_in > 1
             for j in range(n_in):
                 all_spikes = all_spikes and prog[inputs[i0 + j, 0], P_BINARY] == 1
@@ -580,8 +605,12 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
                         for e in range(c_src[n]):
                             dst[k + e] = sn[e]
                         cat_cnt[n] = k + c_src[n]
-                linear_from_spikes(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, cat_idx,
-                                   cat_cnt, out, counts_t, per_row, sF)
+                if from_bias:
+                    linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, cat_idx, cat_cnt,
+                                       out, counts_t, per_row, sF, bias)
+                else:
+                    linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, cat_idx, cat_cnt,
+                                       out, counts_t, per_row, sF)
             else:
                 for j in range(n_in):
                     src = inputs[i0 + j, 0]
@@ -590,9 +619,14 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
                     if prog[src, P_BINARY] == 1:
                         e_buf = prev_ev_idx if delayed else ev_idx
                         c_buf = prev_ev_cnt if delayed else ev_cnt
-                        linear_from_spikes(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                                           _view(e_buf, prog[src, P_EV], N, sF),
-                                           c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N], out, counts_t, per_row, sF)
+                        e_src = _view(e_buf, prog[src, P_EV], N, sF)
+                        c_src = c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N]
+                        if j == 0 and from_bias:
+                            linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, e_src,
+                                               c_src, out, counts_t, per_row, sF, bias)
+                        else:
+                            linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, e_src,
+                                               c_src, out, counts_t, per_row, sF)
                     else:
                         v_buf = prev_vals if delayed else vals
                         linear_from_real(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,

@@ -27,7 +27,7 @@ from llvmlite import ir
 from numba import config, njit, types
 from numba.extending import intrinsic
 
-__all__ = ["TILE", "add_rows"]
+__all__ = ["TILE", "add_rows", "add_rows_from"]
 
 #: Columns per register tile (8 vectors of 8 float64).
 TILE = 64
@@ -51,15 +51,53 @@ if config.DISABLE_JIT:
     def _tile1x8(acc, acc_off, w, rows, n_rows, stride, w_off):
         _tile_sum(acc, acc_off, w, rows, n_rows, stride, w_off, _LANES)
 
+    def _tile_sum_from(acc, acc_off, init, init_off, w, rows, n_rows, stride, w_off, width):
+        for c in range(width):
+            a = init[init_off + c]
+            for e in range(n_rows):
+                a += w[w_off + rows[e] * stride + c]
+            acc[acc_off + c] = a
+
+    def _from8x8(acc, acc_off, init, init_off, w, rows, n_rows, stride, w_off):
+        _tile_sum_from(acc, acc_off, init, init_off, w, rows, n_rows, stride, w_off, TILE)
+
+    def _from4x8(acc, acc_off, init, init_off, w, rows, n_rows, stride, w_off):
+        _tile_sum_from(acc, acc_off, init, init_off, w, rows, n_rows, stride, w_off, TILE // 2)
+
+    def _from1x8(acc, acc_off, init, init_off, w, rows, n_rows, stride, w_off):
+        _tile_sum_from(acc, acc_off, init, init_off, w, rows, n_rows, stride, w_off, _LANES)
+
 else:
     _f64 = ir.DoubleType()
     _i64 = ir.IntType(64)
     _vd = ir.VectorType(_f64, _LANES)
 
-    def _make_tile(n_vec: int):
+    def _make_tile(n_vec: int, from_init: bool = False):
         """Intrinsic ``(acc, acc_off, w, rows, n_rows, stride, w_off)``: for ``c < n_vec * 8``,
         ``acc[acc_off + c] += w[w_off + rows[e] * stride + c]`` for ``e = 0 .. n_rows - 1`` in order,
-        the ``n_vec`` accumulator vectors held in registers across the rows."""
+        the ``n_vec`` accumulator vectors held in registers across the rows. With ``from_init`` it takes
+        ``(acc, acc_off, init, init_off, w, rows, n_rows, stride, w_off)`` and the sums start at
+        ``init[init_off + c]`` instead of ``acc[acc_off + c]`` (``acc`` is only written)."""
+
+        def tile_from(typingctx, acc, acc_off, init, init_off, w, rows, n_rows, stride, w_off):
+            if not (isinstance(init, types.Array) and init.dtype == types.float64):
+                return None
+            got = tile(typingctx, acc, acc_off, w, rows, n_rows, stride, w_off)
+            if got is None:
+                return None
+            inner_sig, inner_codegen = got
+            sig = types.void(acc, types.int64, init, types.int64, w, rows, types.int64, types.int64, types.int64)
+
+            def codegen(context, builder, signature, args):
+                acc_, acc_off_, init_, init_off_, w_, rows_, n_rows_, stride_, w_off_ = args
+                ip = context.make_array(signature.args[2])(context, builder, init_).data
+                i_base = builder.gep(ip, [init_off_])
+                start = [builder.load(builder.bitcast(builder.gep(i_base, [ir.Constant(_i64, k * _LANES)]),
+                                                      _vd.as_pointer()), align=8) for k in range(n_vec)]
+                return inner_codegen(context, builder, inner_sig, [acc_, acc_off_, w_, rows_, n_rows_, stride_,
+                                                                   w_off_], start)
+
+            return sig, codegen
 
         def tile(typingctx, acc, acc_off, w, rows, n_rows, stride, w_off):
             if not (isinstance(acc, types.Array) and acc.dtype == types.float64 and isinstance(w, types.Array)
@@ -70,7 +108,7 @@ else:
             w_narrow = w.dtype == types.float32
             w_vec = ir.VectorType(ir.FloatType() if w_narrow else _f64, _LANES)
 
-            def codegen(context, builder, signature, args):
+            def codegen(context, builder, signature, args, start=None):
                 acc_, acc_off_, w_, rows_, n_rows_, stride_, w_off_ = args
                 ap = context.make_array(signature.args[0])(context, builder, acc_).data
                 wp = context.make_array(signature.args[2])(context, builder, w_).data
@@ -78,7 +116,8 @@ else:
                 a_base = builder.gep(ap, [acc_off_])
                 a_ptrs = [builder.bitcast(builder.gep(a_base, [ir.Constant(_i64, k * _LANES)]), _vd.as_pointer())
                           for k in range(n_vec)]
-                start = [builder.load(p, align=8) for p in a_ptrs]
+                if start is None:
+                    start = [builder.load(p, align=8) for p in a_ptrs]
                 entry = builder.basic_block
                 head = builder.append_basic_block("rows.head")
                 body = builder.append_basic_block("rows.body")
@@ -116,11 +155,14 @@ else:
 
             return sig, codegen
 
-        return intrinsic(tile)
+        return intrinsic(tile_from if from_init else tile)
 
     _tile8x8 = _make_tile(TILE // _LANES)
     _tile4x8 = _make_tile(TILE // _LANES // 2)
     _tile1x8 = _make_tile(1)
+    _from8x8 = _make_tile(TILE // _LANES, True)
+    _from4x8 = _make_tile(TILE // _LANES // 2, True)
+    _from1x8 = _make_tile(1, True)
 
 
 @njit(cache=True)
@@ -144,6 +186,34 @@ def add_rows(acc, acc_off, w, w_off, rows, n_rows, ncols):
         c += _LANES
     while c < ncols:
         a = acc[acc_off + c]
+        for e in range(n_rows):
+            a += w[w_off + rows[e] * ncols + c]
+        acc[acc_off + c] = a
+        c += 1
+
+
+@njit(cache=True)
+def add_rows_from(acc, acc_off, init, init_off, w, w_off, rows, n_rows, ncols):
+    """``acc[acc_off + c] = init[init_off + c] + w[w_off + rows[0] * ncols + c] + ...`` (rows in list order).
+
+    :func:`add_rows` with the sums starting at ``init`` (a projection's bias, or
+    zeros) instead of at ``acc``: the accumulator is written once, never read, so
+    a projection needs no separate pass that first copies the bias into it. The
+    same sums, bit for bit, as copying ``init`` into ``acc`` and calling
+    :func:`add_rows`.
+    """
+    c = 0
+    while c + TILE <= ncols:
+        _from8x8(acc, acc_off + c, init, init_off + c, w, rows, n_rows, ncols, w_off + c)
+        c += TILE
+    if c + TILE // 2 <= ncols:
+        _from4x8(acc, acc_off + c, init, init_off + c, w, rows, n_rows, ncols, w_off + c)
+        c += TILE // 2
+    while c + _LANES <= ncols:
+        _from1x8(acc, acc_off + c, init, init_off + c, w, rows, n_rows, ncols, w_off + c)
+        c += _LANES
+    while c < ncols:
+        a = init[init_off + c]
         for e in range(n_rows):
             a += w[w_off + rows[e] * ncols + c]
         acc[acc_off + c] = a

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eventsim.row_tiles import TILE, add_rows
+from eventsim.row_tiles import TILE, add_rows, add_rows_from
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,11 +54,14 @@ def test_add_rows_repeated_rows_in_order():
 
 NOJIT = """
 import sys, numpy as np
-from eventsim.row_tiles import add_rows
+from eventsim.row_tiles import add_rows, add_rows_from
 d = np.load(sys.argv[1])
 acc = d["acc"].copy()
 add_rows(acc, 2, d["w"], 1, d["rows"], int(d["n"]), int(d["ncols"]))
 np.save(sys.argv[2], acc)
+acc = d["acc"].copy()
+add_rows_from(acc, 2, d["init"], 0, d["w"], 1, d["rows"], int(d["n"]), int(d["ncols"]))
+np.save(sys.argv[3], acc)
 """
 
 
@@ -68,12 +71,37 @@ def test_disable_jit_path(tmp_path):
     w = rng.normal(size=1 + n_in * ncols).astype(np.float32)
     acc = rng.normal(size=ncols + 2)
     rows = np.sort(rng.choice(n_in, 9, replace=False)).astype(np.int32)
-    np.savez(tmp_path / "in.npz", acc=acc, w=w, rows=rows, n=9, ncols=ncols)
+    init = rng.normal(size=ncols)
+    np.savez(tmp_path / "in.npz", acc=acc, w=w, rows=rows, n=9, ncols=ncols, init=init)
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, "-c", NOJIT, tmp_path / "in.npz", tmp_path / "out.npy"], check=True, env=env,
-                   capture_output=True, text=True)
+    subprocess.run([sys.executable, "-c", NOJIT, tmp_path / "in.npz", tmp_path / "out.npy", tmp_path / "from.npy"],
+                   check=True, env=env, capture_output=True, text=True)
     got = acc.copy()
     add_rows(got, 2, w, 1, rows, 9, ncols)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), got)
     np.testing.assert_array_equal(got, one_at_a_time(acc, 2, w, 1, rows, 9, ncols))
+    got_from = acc.copy()
+    add_rows_from(got_from, 2, init, 0, w, 1, rows, 9, ncols)
+    np.testing.assert_array_equal(np.load(tmp_path / "from.npy"), got_from)
+    started = acc.copy()
+    started[2:] = init
+    np.testing.assert_array_equal(got_from, one_at_a_time(started, 2, w, 1, rows, 9, ncols))
+
+
+@pytest.mark.parametrize("ncols", [1, 7, 8, 33, 64, 100, 256])
+@pytest.mark.parametrize("n_rows", [0, 1, 5, 40])
+def test_add_rows_from_equals_copy_then_add_rows(ncols, n_rows):
+    """Starting the sums at ``init`` is copying ``init`` into the accumulator and adding the rows: bit for bit,
+    and nothing outside the written stretch changes (also with no rows: the accumulator becomes ``init``)."""
+    rng = np.random.default_rng(ncols * 100 + n_rows)
+    n_in = 50
+    w = rng.standard_normal(n_in * ncols).astype(np.float32)
+    rows = (np.sort(rng.choice(n_in, n_rows, replace=False)) if n_rows else np.zeros(1)).astype(np.int32)
+    init = rng.standard_normal(ncols + 5)
+    expected = rng.standard_normal(ncols + 9)
+    got = expected.copy()
+    expected[3:3 + ncols] = init[2:2 + ncols]
+    add_rows(expected, 3, w, 0, rows, n_rows, ncols)
+    add_rows_from(got, 3, init, 2, w, 0, rows, n_rows, ncols)
+    assert np.array_equal(expected, got)
