@@ -112,12 +112,22 @@ def main(argv=None) -> None:
     ap.add_argument("--vth-scale", type=float, default=1.5, help="threshold multiplier (higher: fewer spikes)")
     ap.add_argument("--seconds", type=float, default=10.0, help="how long to sample")
     ap.add_argument("--quick", action="store_true", help="small network (a smoke run)")
+    for key in ("blocks", "hidden", "intermediate", "heads", "positions", "steps"):
+        ap.add_argument(f"--{key}", type=int, default=argparse.SUPPRESS,
+                        help=f"the network's {key} (default {FULL[key]}; --quick: {QUICK[key]})")
     ap.add_argument("--top", type=int, default=20, help="functions to list")
     ap.add_argument("--perf", default="perf", help="the perf executable")
     ap.add_argument("--out", type=Path, help="also write the table as JSON here")
     args = ap.parse_args(argv)
     if not (args.seconds > 0 and args.vth_scale > 0 and 0.0 <= args.sparsity < 1.0):
         fail("--seconds and --vth-scale must be > 0 and --sparsity in [0, 1)")
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in ("blocks", "hidden", "intermediate", "heads", "positions", "steps"):
+        value = getattr(args, key, None)
+        if value is not None:
+            if value <= 0:
+                fail(f"--{key} must be > 0, got {value}")
+            cfg[key] = value
     perf = shutil.which(args.perf)
     if perf is None:
         fail(f"{args.perf!r} not found: install perf (linux-tools) to profile")
@@ -127,13 +137,16 @@ def main(argv=None) -> None:
 
     from eventsim.checkpoint import load_checkpoint, save_checkpoint
     from eventsim.encoder_engine import EncoderEngine
+    from eventsim.errors import EventsimError
     from eventsim.synthetic_encoder import random_encoder
 
-    cfg = QUICK if args.quick else FULL
-    manifest, tensors = random_encoder(
-        args.style, vocab_size=cfg["vocab"], max_positions=cfg["positions"], hidden=cfg["hidden"],
-        intermediate=cfg["intermediate"], heads=cfg["heads"], blocks=cfg["blocks"],
-        weight_sparsity=args.sparsity, steps=cfg["steps"], seed=0)
+    try:
+        manifest, tensors = random_encoder(
+            args.style, vocab_size=cfg["vocab"], max_positions=cfg["positions"], hidden=cfg["hidden"],
+            intermediate=cfg["intermediate"], heads=cfg["heads"], blocks=cfg["blocks"],
+            weight_sparsity=args.sparsity, steps=cfg["steps"], seed=0)
+    except (EventsimError, ValueError) as exc:
+        fail(f"the network cannot be built: {exc}")
     work = Path(tempfile.mkdtemp(prefix="eventsim-profile-"))
     try:
         path = work / "encoder.safetensors"

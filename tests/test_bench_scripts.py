@@ -82,6 +82,9 @@ def test_profile_encoder_quick_runs_or_says_why():
     assert missing.returncode == 2
     assert missing.stderr.strip() == ("profile_encoder: 'no-such-perf' not found: install perf (linux-tools) "
                                       "to profile")
+    bad = subprocess.run([sys.executable, "benchmarks/profile_encoder.py", "--quick", "--hidden", "0"],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == "profile_encoder: --hidden must be > 0, got 0"
     if shutil.which("perf") is None:
         pytest.skip("perf is not installed here")
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"profile-{os.getpid()}.json"
