@@ -99,3 +99,44 @@ def test_profile_encoder_quick_runs_or_says_why():
     shares = [row["share"] for row in table["functions"]]
     assert 0.5 < sum(shares) <= 1.0 + 1e-9 and shares == sorted(shares, reverse=True)
     assert table["ops"] > 0 and 0 < table["spike_rate"] < 1
+
+
+def _ab_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ab_encoder", ROOT / "benchmarks" / "ab_encoder.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ab_encoder_names_the_fields_that_differ():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    def result(logit, acs):
+        return SimpleNamespace(logits=np.array([[logit, 0.0]]), asr_mean=np.zeros((1, 1)),
+                               spike_fraction=np.zeros((1, 1)), asr_final={"b0.k": np.zeros((2, 3))},
+                               counts={"acs": np.array([acs])}, node_counts={"acs": np.array([[acs]])})
+
+    same = _ab_module().same_results
+    assert same(result(1.0, 5), result(1.0, 5)) == []
+    assert same(result(1.0, 5), result(1.0 + 1e-16 * 2, 6)) == ["logits", "counts[acs]", "node_counts[acs]"]
+
+
+@pytest.mark.slow
+def test_ab_encoder_quick_runs_or_says_why():
+    """Against HEAD the two engines are the same code: identical results; an unknown revision is one line, exit 2."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs git and the repository's history")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    bad = subprocess.run([sys.executable, "benchmarks/ab_encoder.py", "--quick", "--baseline", "no-such-rev"],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stderr.startswith("ab_encoder: --baseline 'no-such-rev': git archive failed")
+    proc = subprocess.run([sys.executable, "benchmarks/ab_encoder.py", "--quick", "--repeats", "2"], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "results identical: yes" in proc.stdout
+    assert re.search(r"baseline / work tree per pair: median [\d.]+x \(quartiles [\d.]+-[\d.]+\)", proc.stdout)
