@@ -26,11 +26,16 @@ against float64: it matches to a fraction of a percent, a check that the
 network is the same).
 
 Absolute times on a shared machine are noise; ratios measured in the same run
-are the result. Torch uses ``--threads`` intra-op threads (default 1, like the
-engine); pin the process (``taskset -c 1 python ...``) so every tool runs on the
-same core. Usage::
+are the result. With ``--cores 1`` (the default) every tool runs one input per
+call on one thread; pin the process (``taskset -c 1 python ...``) so every tool
+runs on the same core. With ``--cores C`` every tool gets a batch of ``C``
+different inputs per call and ``C`` cores: the engine runs the inputs ``C`` at a
+time on threads (``EncoderEngine.run_many``), torch and SpikingJelly take the
+batch as one ``[C, N]`` tensor with ``C`` intra-op threads; the times are per
+input (a call's time / ``C``), and the rates and operation counts are the
+batch's means. Usage::
 
-    python benchmarks/bench_encoder.py [--style spikingbert|spikformer|both] [--threads 1] [--repeats 5]
+    python benchmarks/bench_encoder.py [--style spikingbert|spikformer|both] [--cores 1] [--repeats 5]
     python benchmarks/bench_encoder.py --quick      # small network, a few seconds (smoke run)
 """
 
@@ -126,12 +131,12 @@ def spikingjelly_network(manifest, tensors):
                 self.mods[key] = m
 
         def forward(self, ids, steps: int):
-            """``ids [N]`` -> (logits, total spikes): all ``steps`` from the zero state."""
+            """``ids [B, N]`` -> (logits ``[B, classes]``, total spikes): all ``steps`` from the zero state."""
             from spikingjelly.activation_based import functional
 
             functional.reset_net(self)
             emb = self.specs[0]
-            x = self.word(ids) + self.position[: ids.shape[0]]
+            x = self.word(ids) + self.position[: ids.shape[-1]]
             if self.emb_ln is not None:
                 x = self.emb_ln(x)
             out = {emb.name: x.unsqueeze(0).expand(steps, *x.shape)}  # constant current, every step
@@ -152,18 +157,18 @@ def spikingjelly_network(manifest, tensors):
                     rates[s.name] = torch.tensordot(w / w.sum(), y, dims=1)
                 out[s.name] = y
             cls = self.specs[-1]
-            pooled = sum(rates[src].mean(0) for src in cls.inputs)
+            pooled = sum(rates[src].mean(-2) for src in cls.inputs)
             return self.mods[cls.name.replace(".", "/")](pooled), spikes
 
         @staticmethod
         def _attention(s, q, k, v):
-            T, N, F = q.shape
+            *lead, N, F = q.shape  # [T, B, N, F]
             h, d = s.heads, F // s.heads
-            qh, kh, vh = (a.reshape(T, N, h, d).transpose(1, 2) for a in (q, k, v))
+            qh, kh, vh = (a.reshape(*lead, N, h, d).transpose(-2, -3) for a in (q, k, v))
             scores = (qh @ kh.transpose(-1, -2)) * s.scale
             if s.softmax:
                 scores = torch.softmax(scores, dim=-1)
-            return (scores @ vh).transpose(1, 2).reshape(T, N, F)
+            return (scores @ vh).transpose(-2, -3).reshape(*lead, N, F)
 
     return SJEncoder().eval()
 
@@ -175,17 +180,22 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def measure(engine, oracle, sj, ids, steps: int, repeats: int, residual: bool = False) -> dict:
-    """Median seconds per input of each tool, run alternately after a warm-up."""
+def measure(engine, oracle, sj, batch, steps: int, repeats: int, residual: bool = False) -> dict:
+    """Median seconds per input of each tool (a call on the ``[B, N]`` batch / B), run alternately after a warm-up.
+
+    The engine runs the B inputs B at a time on threads; torch and SpikingJelly
+    take the batch as one tensor (their threads are ``torch.set_num_threads``).
+    """
     import torch
 
-    tids = torch.as_tensor(ids[None, :], dtype=torch.long)
-    sids = torch.as_tensor(ids, dtype=torch.long)
-    runs = {"engine": lambda: engine.run(ids, steps, record_residual=residual)}
+    B = batch.shape[0]
+    tids = torch.as_tensor(batch, dtype=torch.long)
+    inputs = list(batch)
+    runs = {"engine": lambda: list(engine.run_many(inputs, steps, jobs=B, record_residual=residual))}
     if oracle is not None:
         runs["torch"] = lambda: oracle(tids, steps=steps)
     if sj is not None:
-        runs["sj"] = lambda: sj(sids, steps)
+        runs["sj"] = lambda: sj(tids, steps)
     times = {k: [] for k in runs}
     with torch.no_grad():
         for fn in runs.values():  # compile / warm up
@@ -193,9 +203,9 @@ def measure(engine, oracle, sj, ids, steps: int, repeats: int, residual: bool = 
         for _ in range(repeats):
             for key, fn in runs.items():
                 times[key].append(_timed(fn))
-        sj_spikes = sj(sids, steps)[1] if sj is not None else math.nan
-    return ({k: statistics.median(v) for k, v in times.items()} | {f"{k}_best": min(v) for k, v in times.items()}
-            | {"sj_spikes": sj_spikes})
+        sj_spikes = sj(tids, steps)[1] / B if sj is not None else math.nan
+    return ({k: statistics.median(v) / B for k, v in times.items()}
+            | {f"{k}_best": min(v) / B for k, v in times.items()} | {"sj_spikes": sj_spikes})
 
 
 def fit(points) -> tuple[float, float, float]:
@@ -221,7 +231,9 @@ def main(argv=None) -> None:
     ap.add_argument("--sparsities", type=float, nargs="+")
     ap.add_argument("--vth-scales", type=float, nargs="+", help="threshold multipliers (higher: fewer spikes)")
     ap.add_argument("--repeats", type=int)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the engine uses one)")
+    ap.add_argument("--cores", type=int, default=1,
+                    help="inputs per call and cores for every tool: engine threads (one input each), torch "
+                         "intra-op threads")
     ap.add_argument("--no-torch", action="store_true", help="engine only (no torch oracle, no SpikingJelly)")
     ap.add_argument("--no-spikingjelly", action="store_true")
     ap.add_argument("--dense-threshold", type=float, default=None,
@@ -230,6 +242,8 @@ def main(argv=None) -> None:
     ap.add_argument("--residual", action="store_true",
                     help="engine also keeps the steady-state residual (record_residual; one more pass per LIF)")
     args = ap.parse_args(argv)
+    if args.cores < 1:
+        ap.error(f"--cores must be at least 1, got {args.cores}")
     cfg = dict(QUICK if args.quick else FULL)
     for key in cfg:
         if getattr(args, key, None) is not None:
@@ -241,7 +255,7 @@ def main(argv=None) -> None:
 
         from training.encoder import SpikingEncoder as oracle_cls
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.cores)
         if not args.no_spikingjelly:
             logging.getLogger("torch._library.triton").setLevel(logging.ERROR)  # "Triton not available" on CPU
             try:
@@ -253,7 +267,8 @@ def main(argv=None) -> None:
     styles = ("spikingbert", "spikformer") if args.style == "both" else (args.style,)
     print(f"network: {cfg['blocks']} blocks, hidden {cfg['hidden']}, intermediate {cfg['intermediate']}, "
           f"{cfg['heads']} heads, {cfg['positions']} positions, T = {cfg['steps']}; median of {cfg['repeats']} "
-          f"alternating runs; torch float32, no grad, {args.threads} thread(s); engine float64, every counter and "
+          f"alternating runs; {args.cores} input(s) per call on {args.cores} core(s), times per input; torch float32, "
+          f"no grad; engine float64, every counter and "
           f"the per-step ASR on, steady-state residual {'on' if args.residual else 'off'}")
     head = (f"{'style':>11} {'sparsity':>8} {'vth x':>6} {'rate':>6} {'SJ rate':>7} {'ACs+MACs':>13} "
             f"{'engine ms':>9} {'torch ms':>9} {'SJ ms':>8} {'torch/eng':>9} {'SJ/eng':>7} {'best':>6}")
@@ -270,7 +285,7 @@ def main(argv=None) -> None:
                 path = Path(tmp) / f"{style}_{sparsity}.safetensors"
                 save_checkpoint(path, manifest, tensors)
                 ck = load_checkpoint(path)
-                ids = rng.integers(5, cfg["vocab"], cfg["positions"])
+                batch = rng.integers(5, cfg["vocab"], (args.cores, cfg["positions"]))
                 for scale in cfg["vth_scales"]:
                     engine = EncoderEngine.from_checkpoint(ck, vth_scale=scale, dense_threshold=args.dense_threshold)
                     oracle = sj = None
@@ -278,11 +293,12 @@ def main(argv=None) -> None:
                         m = scaled_manifest(manifest, scale)
                         oracle = oracle_cls(m, tensors).float().eval()
                         sj = spikingjelly_network(m, tensors) if sj_ok else None
-                    t = measure(engine, oracle, sj, ids, cfg["steps"], cfg["repeats"], args.residual)
-                    res = engine.run(ids, cfg["steps"])
-                    cells = cfg["steps"] * ids.size * sum(n.size for n in engine.net.lif_nodes)
-                    spikes = int(res.counts["spikes"].sum())
-                    ops = int(res.counts["acs"].sum() + res.counts["macs"].sum())
+                    t = measure(engine, oracle, sj, batch, cfg["steps"], cfg["repeats"], args.residual)
+                    results = [engine.run(ids, cfg["steps"]) for ids in batch]
+                    cells = cfg["steps"] * batch.shape[1] * sum(n.size for n in engine.net.lif_nodes)
+                    spikes = sum(int(r.counts["spikes"].sum()) for r in results) / len(results)
+                    ops = round(sum(int(r.counts["acs"].sum() + r.counts["macs"].sum()) for r in results)
+                                / len(results))
                     p = dict(style=style, sparsity=sparsity, scale=scale, rate=spikes / cells,
                              sj_rate=t["sj_spikes"] / cells, ops=ops,
                              **{k: t.get(k, math.nan) for k in ("engine", "torch", "sj", "engine_best", "sj_best")})

@@ -20,6 +20,7 @@ import numpy as np
 from eventsim.atomic_io import OutputSet, dumps_json
 from eventsim.command import EXIT_INTERRUPTED, DeferInterrupts
 from eventsim.errors import EventsimError
+from eventsim.validate import threads_count
 
 DEFAULT_ENCODER = "spiking_encoder_rt.safetensors"
 PER_STEP_FILE = "per_step.csv"
@@ -58,6 +59,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="write summary.json and per_step.csv here")
     p.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the tables")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=threads_count, default=1, metavar="N",
+                   help="inputs run N at a time on N threads (N cores); every result is the same as with 1")
     add_chip_arguments(p)
 
 
@@ -127,9 +130,9 @@ def run(args) -> int:
     bar = tqdm(total=len(encoded), unit="input", disable=args.no_progress or args.json or len(encoded) < 2,
                desc="classify")
     interrupted = False
+    results = engine.run_many((enc.ids for enc in encoded), steps, jobs=args.jobs, record_residual=True)
     try:
-        for i, ((_text, gold), enc) in enumerate(zip(inputs, encoded)):
-            res = engine.run(enc.ids, steps, record_residual=True)
+        for i, ((_text, gold), enc, res) in enumerate(zip(inputs, encoded, results)):
             rec = input_record(res, labels, steps, enc, gold)
             if chip is not None:
                 from hw.cli_support import price_trace
@@ -144,6 +147,7 @@ def run(args) -> int:
             raise
         interrupted = True  # keep the finished inputs
     finally:
+        results.close()  # inputs not yet started are dropped; those running finish first
         bar.close()
     with DeferInterrupts():
         summary = summarize(records, checkpoint, steps, engine)

@@ -17,6 +17,9 @@ for pricing, in the trace's first (embedding) and last (classifier) step.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,6 +154,38 @@ class EncoderEngine:
         if ids.min() < 0 or ids.max() >= vocab:
             raise EventsimError(f"token ids must lie in [0, {vocab}), got {ids.min()}..{ids.max()}")
         return _Run(net, ids, steps, record_spikes, record_asr, record_residual).result()
+
+    def run_many(self, inputs, steps: int, jobs: int = 1, **kw) -> Iterator[EncoderResult]:
+        """:meth:`run` over several inputs, ``jobs`` at a time on as many threads; results in input order.
+
+        The T-step loop (:func:`eventsim.encoder_kernels.encoder_run`) releases
+        the GIL and every input has its own state (:class:`_Run`; the network is
+        only read), so the inputs run on separate cores; each result is what
+        :meth:`run` gives for that input alone, bit for bit. ``kw``: :meth:`run`'s
+        options. Lazy: at most ``jobs`` inputs beyond the one being taken are in
+        flight.
+        """
+        if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
+            raise EventsimError(f"jobs must be a positive integer, got {jobs!r}")
+        return self._run_many(inputs, steps, int(jobs), kw)
+
+    def _run_many(self, inputs, steps: int, jobs: int, kw: dict) -> Iterator[EncoderResult]:
+        if jobs == 1:
+            for ids in inputs:
+                yield self.run(ids, steps, **kw)
+            return
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="eventsim-encoder") as pool:
+            pending: deque = deque()
+            try:
+                for ids in inputs:
+                    pending.append(pool.submit(self.run, ids, steps, **kw))
+                    if len(pending) > jobs:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for f in pending:  # taken no further (an error, an interrupt): start nothing new
+                    f.cancel()
 
 
 class _Run:

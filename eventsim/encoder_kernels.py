@@ -715,7 +715,7 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
             gather_input(dst, _view(buf, prog[src, P_VAL], N, F), j == 0, rn, counts_t)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
                 u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                 blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,

@@ -12,6 +12,9 @@ import pytest
 from eventsim.checkpoint import save_checkpoint
 from eventsim.cli import main
 from eventsim.synthetic_encoder import random_encoder, write_random_encoder
+from eventsim.validate import max_threads
+
+two_cores = pytest.mark.skipif(max_threads() < 2, reason="--jobs 2 needs two CPUs")
 
 SMALL = dict(vocab_size=80, max_positions=12, hidden=16, intermediate=32, mlp_ratio=2, heads=2, blocks=1, steps=8)
 
@@ -126,8 +129,10 @@ def test_model_that_does_not_fit_the_chip(tmp_path, capsys):
     _error(capsys, ["classify", path, "--text", "a", "--chip", "spinnaker2"], "PEs")
 
 
-def test_interrupted_corpus_keeps_and_writes_the_finished_inputs(encoder_path, capsys, tmp_path, monkeypatch):
-    """Ctrl-C after the first of three inputs: exit 1, outputs committed together and marked interrupted."""
+@pytest.mark.parametrize("jobs", ["1", pytest.param("2", marks=two_cores)])
+def test_interrupted_corpus_keeps_and_writes_the_finished_inputs(encoder_path, capsys, tmp_path, monkeypatch, jobs):
+    """Ctrl-C in the second of three inputs (on a worker thread with --jobs 2): exit 1, outputs committed together
+    and marked interrupted."""
     from eventsim.atomic_io import verify_output_dir
     from eventsim.encoder_engine import EncoderEngine
 
@@ -143,10 +148,34 @@ def test_interrupted_corpus_keeps_and_writes_the_finished_inputs(encoder_path, c
 
     monkeypatch.setattr(EncoderEngine, "run", stop_on_second)
     out = tmp_path / "out"
-    assert main(["classify", encoder_path, "--corpus", str(corpus), "--steps", "8", "--out", str(out)]) == 1
+    assert main(["classify", encoder_path, "--corpus", str(corpus), "--steps", "8", "--out", str(out),
+                 "--jobs", jobs]) == 1
     assert "interrupted after 1 of 3 inputs" in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["inputs"] == 1 and len(summary["records"]) == 1
     assert verify_output_dir(out) == []  # per_step.csv is the one summary.json records
     with open(out / "per_step.csv") as fh:
         assert {row["input"] for row in csv.DictReader(fh)} == {"1"}  # inputs are numbered from 1
+
+
+@two_cores
+def test_corpus_on_two_threads_gives_the_same_summary(encoder_path, capsys, tmp_path):
+    """--jobs 2 runs inputs two at a time; every record (probabilities, counts, ASR) and per_step.csv are the same."""
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("text,label\na good film,positive\nbad,negative\nfine,positive\nno,negative\n"
+                      "a b c,positive\n")
+    outs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}"
+        assert main(["classify", encoder_path, "--corpus", str(corpus), "--out", str(out), "--jobs", jobs,
+                     "--chip", "cmos45", "--json"]) == 0
+        capsys.readouterr()
+        outs[jobs] = (json.loads((out / "summary.json").read_text()), (out / "per_step.csv").read_text())
+    one, two = outs["1"], outs["2"]
+    assert one[0]["records"] == two[0]["records"] and len(one[0]["records"]) == 5
+    assert one[1] == two[1]
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1", "100000", "two"])
+def test_bad_jobs(encoder_path, capsys, jobs):
+    _error(capsys, ["classify", encoder_path, "--text", "a", "--jobs", jobs], "argument --jobs:")

@@ -160,3 +160,37 @@ def test_bad_steps_and_inputs(tmp_path, steps):
         engine.run([2, 3], steps)
     with pytest.raises(EventsimError, match="9 tokens exceed the model's 8 positions"):
         engine.run(np.arange(9), 4)
+
+
+@pytest.mark.parametrize("style,sparsity,feedback", [CASES[1], CASES[4]])
+def test_run_many_on_threads_equals_run(tmp_path, style, sparsity, feedback):
+    """Inputs run two and three at a time on threads give each input's own result, bit for bit, in input order."""
+    from eventsim import encoder_kernels
+
+    assert encoder_kernels.encoder_run.targetoptions.get("nogil") is True  # else the threads would take turns
+    engine = EncoderEngine.from_checkpoint(_checkpoint(tmp_path, style, sparsity, feedback))
+    rng = np.random.default_rng(5)
+    inputs = [rng.integers(3, 80, n) for n in (8, 3, 8, 5, 1, 8, 7)]  # mixed lengths: several step programs
+    alone = [engine.run(ids, 12, record_spikes=True) for ids in inputs]
+    for jobs in (1, 2, 3):
+        together = list(engine.run_many(iter(inputs), 12, jobs=jobs, record_spikes=True))
+        assert len(together) == len(inputs)
+        for a, b in zip(alone, together):
+            np.testing.assert_array_equal(a.token_ids, b.token_ids)
+            np.testing.assert_array_equal(a.logits, b.logits)
+            np.testing.assert_array_equal(a.asr_mean, b.asr_mean)
+            for key in a.counts:
+                np.testing.assert_array_equal(a.counts[key], b.counts[key])
+            for name in a.spikes:
+                np.testing.assert_array_equal(a.spikes[name], b.spikes[name])
+
+
+def test_run_many_errors(tmp_path):
+    engine = EncoderEngine.from_checkpoint(_checkpoint(tmp_path, "spikformer", 0.0, False))
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(EventsimError, match="jobs must be a positive integer"):
+            engine.run_many([[2, 3]], 4, jobs=bad)  # refused when called, before any input runs
+    results = engine.run_many([[2, 3], np.arange(9), [4]], 4, jobs=2)
+    assert next(results).logits.shape == (4, 2)
+    with pytest.raises(EventsimError, match="9 tokens exceed the model's 8 positions"):
+        next(results)  # a bad input fails where it is taken, with run's own message
