@@ -46,6 +46,7 @@ from eventsim.kernels import (
     C_UPDATES,
     deliver,
 )
+from eventsim.csr_lanes import scatter_row
 from eventsim.lif_lanes import lif_lanes
 from eventsim.row_tiles import add_rows, add_rows_from
 from eventsim.vmath import exp_into, fma, gelu_into
@@ -224,12 +225,7 @@ def _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out, i
         en = ev_idx[n]
         for e in range(ev_cnt[n]):
             j = en[e]
-            start = rowptr[roff + j]
-            stop = rowptr[roff + j + 1]
-            ii = syn_idx[start:stop]
-            vv = syn_val[start:stop]
-            for k in range(ii.shape[0]):
-                a[ii[k]] += vv[k]
+            scatter_row(a, syn_idx, syn_val, rowptr[roff + j], rowptr[roff + j + 1])
 
 
 @njit(cache=True)
