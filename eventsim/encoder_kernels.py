@@ -46,8 +46,8 @@ from eventsim.kernels import (
     C_UPDATES,
     deliver,
 )
-from eventsim.csr_lanes import scatter_row
-from eventsim.lif_lanes import lif_lanes
+from eventsim.csr_lanes import scatter_rows
+from eventsim.lif_lanes import lif_lanes_row
 from eventsim.row_tiles import add_rows, add_rows_from
 from eventsim.vmath import exp_into, fma, gelu_into
 
@@ -222,10 +222,7 @@ def _csr_from_spikes(b, blocks, rowptr, syn_idx, syn_val, ev_idx, ev_cnt, out, i
         if init is not None:
             for c in range(ncols):
                 a[c] = init[c]
-        en = ev_idx[n]
-        for e in range(ev_cnt[n]):
-            j = en[e]
-            scatter_row(a, syn_idx, syn_val, rowptr[roff + j], rowptr[roff + j + 1])
+        scatter_rows(a, syn_idx, syn_val, rowptr, roff, ev_idx[n], ev_cnt[n])
 
 
 @njit(cache=True)
@@ -306,7 +303,7 @@ def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, r
     gamma-weighted input current (for the steady-state residual) is kept too.
     Returns the number of spikes.
 
-    Per position: one pass of 8-lane vector code (:func:`eventsim.lif_lanes.lif_lanes`:
+    Per position: one pass of 8-lane vector code (:func:`eventsim.lif_lanes.lif_lanes_row`:
     membrane, threshold, reset, the ASR numerator, and the spike list by
     vector compress); each PE's emitted events are then its stretch of the
     sorted list. The spikes themselves are only lists: every reader
@@ -314,20 +311,22 @@ def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, r
     """
     N, F = u.shape
     spikes = 0
-    for n in range(N):
-        un = u[n]
-        xn = current[n]
-        an = asr_num[n]
-        en = ev_idx[n]
-        k = lif_lanes(un, xn, an, en, gamma, input_gain, v_th, decay_input, reset_zero)
+    for n in range(N):  # rows by index, not as views (a view per row costs an atomic reference count)
+        k = lif_lanes_row(u, current, asr_num, ev_idx, n, gamma, input_gain, v_th, decay_input, reset_zero)
         if track_current:
-            cn = cur_num[n]
             for c in range(F):
-                cn[c] = gamma * cn[c] + xn[c]
+                cur_num[n, c] = gamma * cur_num[n, c] + current[n, c]
         i = 0
         for r in range(runs.shape[0]):  # the list is sorted: each PE's spikes are the entries below its stop
             i_run = i
-            i = np.searchsorted(en[:k], runs[r, 1])
+            stop = runs[r, 1]
+            hi = k
+            while i < hi:  # first entry >= stop in ev_idx[n, i:k]
+                mid = (i + hi) >> 1
+                if ev_idx[n, mid] < stop:
+                    i = mid + 1
+                else:
+                    hi = mid
             counts_t[C_EMITTED, runs[r, 2]] += i - i_run
         ev_cnt[n] = k
         spikes += k

@@ -24,13 +24,14 @@ from numba import config, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["lif_lanes"]
+__all__ = ["lif_lanes", "lif_lanes_row"]
 
 _LANES = 8
 
 if config.DISABLE_JIT:
 
-    def _lanes(u, x, a, en, c0, m, k, gamma, gain, v_th, decay, reset_zero):
+    def _lanes(u, x, a, en, o, c0, m, k, gamma, gain, v_th, decay, reset_zero):
+        u, x, a, en = (v.reshape(-1)[o:] for v in (u, x, a, en))
         for c in range(c0, min(c0 + _LANES, m)):
             uu = gamma * u[c] + (gain * x[c] if decay else x[c])
             f = uu >= v_th
@@ -71,16 +72,19 @@ else:
         builder.call(fn, [val, builder.gep(ptr, [c0]), ir.Constant(_i32, 8), valid])
 
     @intrinsic
-    def _lanes(typingctx, u, x, a, en, c0, m, k, gamma, gain, v_th, decay, reset_zero):
-        """Lanes ``c0 .. min(c0 + 8, m) - 1``; returns the new list length."""
-        if not (isinstance(en, types.Array) and en.dtype == types.int32):
+    def _lanes(typingctx, u, x, a, en, o, c0, m, k, gamma, gain, v_th, decay, reset_zero):
+        """Lanes ``c0 .. min(c0 + 8, m) - 1`` of the row that starts at flat element ``o`` of the C-contiguous
+        ``u``, ``x``, ``a`` and ``en`` (1-D: ``o = 0``; ``[N, F]``: ``o = n * F``); returns the new list length."""
+        if not (isinstance(en, types.Array) and en.dtype == types.int32
+                and all(isinstance(v, types.Array) and v.layout == "C" for v in (u, x, a, en))):
             return None
-        sig = types.int64(u, x, a, en, types.int64, types.int64, types.int64, types.float64, types.float64,
-                          types.float64, types.boolean, types.boolean)
+        sig = types.int64(u, x, a, en, types.int64, types.int64, types.int64, types.int64, types.float64,
+                          types.float64, types.float64, types.boolean, types.boolean)
 
         def codegen(context, builder, signature, args):
-            u_, x_, a_, en_, c0_, m_, k_, gamma_, gain_, vth_, decay_, reset_zero_ = args
-            data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in range(4)]
+            u_, x_, a_, en_, o_, c0_, m_, k_, gamma_, gain_, vth_, decay_, reset_zero_ = args
+            data = [builder.gep(context.make_array(signature.args[i])(context, builder, args[i]).data, [o_])
+                    for i in range(4)]
             up, xp, ap, ep = data
             lane = ir.Constant(_vi64, list(range(_LANES)))
             idx64 = builder.add(_splat(builder, c0_, _vi64), lane)
@@ -122,5 +126,16 @@ def lif_lanes(u, x, a, en, gamma, gain, v_th, decay, reset_zero):
     m = u.shape[0]
     k = 0
     for c0 in range(0, m, _LANES):
-        k = _lanes(u, x, a, en, c0, m, k, gamma, gain, v_th, decay, reset_zero)
+        k = _lanes(u, x, a, en, 0, c0, m, k, gamma, gain, v_th, decay, reset_zero)
+    return k
+
+
+@njit(cache=True)
+def lif_lanes_row(u, x, a, en, n, gamma, gain, v_th, decay, reset_zero):
+    """:func:`lif_lanes` for row ``n`` of ``[N, F]`` C-contiguous ``u``, ``x``, ``a`` and ``en``, without taking
+    the rows as views (a view per row and population costs a reference count increment and decrement)."""
+    m = u.shape[1]
+    k = 0
+    for c0 in range(0, m, _LANES):
+        k = _lanes(u, x, a, en, n * m, c0, m, k, gamma, gain, v_th, decay, reset_zero)
     return k

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eventsim.csr_lanes import scatter_row
+from eventsim.csr_lanes import scatter_row, scatter_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_partial_chunks_touch_nothing_else():
 NOJIT = """
 import sys
 import numpy as np
-from eventsim.csr_lanes import scatter_row
+from eventsim.csr_lanes import scatter_row, scatter_rows
 d = np.load(sys.argv[1])
 acc = d["acc"].copy()
 for j in d["rows"]:
@@ -95,4 +95,17 @@ def test_disable_jit_path(tmp_path):
     want = acc.copy()
     for j in rows:
         want = scalar(want, idx, val, ptr[j], ptr[j + 1])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_scatter_rows_is_scatter_row_over_the_list():
+    rng = np.random.default_rng(4)
+    idx, val, ptr = csr_rows(rng, 30, 200, 0.15, np.uint16)
+    ptr = np.concatenate([[0, 0, 0], ptr])  # a block whose rows start at rowptr offset 3
+    rows = np.concatenate([rng.integers(0, 30, 25), [-5, -5]]).astype(np.int32)  # entries past the count unused
+    acc = rng.normal(size=200)
+    got, want = acc.copy(), acc.copy()
+    scatter_rows(got, idx, val, ptr, 3, rows, 25)
+    for j in rows[:25]:
+        scatter_row(want, idx, val, ptr[3 + j], ptr[3 + j + 1])
     np.testing.assert_array_equal(got, want)

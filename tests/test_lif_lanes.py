@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eventsim.lif_lanes import lif_lanes
+from eventsim.lif_lanes import lif_lanes, lif_lanes_row
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,11 +70,16 @@ def test_if_asr_is_the_spike_count():
 
 NOJIT = """
 import sys, numpy as np
-from eventsim.lif_lanes import lif_lanes
+from eventsim.lif_lanes import lif_lanes, lif_lanes_row
 d = np.load(sys.argv[1])
 u, a = d["u"].copy(), d["a"].copy()
 en = np.zeros(u.size, np.int32)
 k = lif_lanes(u, d["x"], a, en, 0.5, 0.5, 0.7, True, False)
+u2, a2 = d["u"].reshape(1, -1).copy(), d["a"].reshape(1, -1).copy()
+en2 = np.zeros((1, u.size), np.int32)
+k2 = lif_lanes_row(u2, d["x"].reshape(1, -1), a2, en2, 0, 0.5, 0.5, 0.7, True, False)
+assert k2 == k and np.array_equal(u2[0], u, equal_nan=True) and np.array_equal(a2[0], a, equal_nan=True)
+assert (en2[0, :k] == en[:k]).all()
 np.savez(sys.argv[2], u=u, a=a, en=en[:k])
 """
 
@@ -92,3 +97,30 @@ def test_disable_jit_path(tmp_path):
     np.testing.assert_array_equal(got["u"], u)
     np.testing.assert_array_equal(got["a"], a)
     np.testing.assert_array_equal(got["en"], en[:k])
+
+
+@pytest.mark.parametrize("F", [5, 8, 37, 64])
+@pytest.mark.parametrize("reset_zero", [False, True])
+def test_lif_lanes_row_equals_lif_lanes_on_each_row(F, reset_zero):
+    """Row n of [N, F] arrays, addressed by index: the same step as lif_lanes on that row's copy; other rows and
+    the list entries past the spikes are untouched."""
+    N = 4
+    rows = [case(F, 10 * F + n, 0.7) for n in range(N)]
+    u = np.stack([r[0] for r in rows])
+    x = np.stack([r[1] for r in rows])
+    a = np.stack([r[2] for r in rows])
+    en = np.full((N, F), -1, np.int32)
+    want = [(u[n].copy(), a[n].copy(), np.full(F, -1, np.int32)) for n in range(N)]
+    for n in (2, 0, 3, 1):
+        u0, a0, e0 = u.copy(), a.copy(), en.copy()
+        k = lif_lanes_row(u, x, a, en, n, 0.9, 0.1, 0.7, True, reset_zero)
+        wu, wa, we = want[n]
+        kk = lif_lanes(wu, x[n].copy(), wa, we, 0.9, 0.1, 0.7, True, reset_zero)
+        assert k == kk
+        np.testing.assert_array_equal(u[n], wu)
+        np.testing.assert_array_equal(a[n], wa)
+        np.testing.assert_array_equal(en[n], we)
+        others = [m for m in range(N) if m != n]
+        np.testing.assert_array_equal(u[others], u0[others])
+        np.testing.assert_array_equal(a[others], a0[others])
+        np.testing.assert_array_equal(en[others], e0[others])
