@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba import config, njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic
+
+from eventsim.llvm_lanes import declare, splat
 
 __all__ = ["scatter_row", "scatter_rows"]
 
@@ -41,16 +42,8 @@ else:
     _vb = ir.VectorType(_i1, _LANES)
     _vd = ir.VectorType(_f64, _LANES)
     _vf = ir.VectorType(_f32, _LANES)
-    _vi32 = ir.VectorType(_i32, _LANES)
     _vi64 = ir.VectorType(_i64, _LANES)
     _vptr = ir.VectorType(_f64.as_pointer(), _LANES)
-
-    def _fn(builder, name, ret, args):
-        return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
-
-    def _splat(builder, val, vty):
-        v = builder.insert_element(ir.Constant(vty, None), val, ir.Constant(_i32, 0))
-        return builder.shuffle_vector(v, ir.Constant(vty, None), ir.Constant(_vi32, [0] * _LANES))
 
     @intrinsic
     def _chunk(typingctx, acc, idx, val, k0, stop):
@@ -70,23 +63,23 @@ else:
             ip = context.make_array(signature.args[1])(context, builder, idx_).data
             vp = context.make_array(signature.args[2])(context, builder, val_).data
             lane = ir.Constant(_vi64, list(range(_LANES)))
-            valid = builder.icmp_signed("<", builder.add(_splat(builder, k0_, _vi64), lane),
-                                        _splat(builder, stop_, _vi64))
+            valid = builder.icmp_signed("<", builder.add(splat(builder, k0_, _vi64), lane),
+                                        splat(builder, stop_, _vi64))
             ity = ir.IntType(i_bits)
             viy = ir.VectorType(ity, _LANES)
-            li = _fn(builder, f"llvm.masked.load.v8i{i_bits}.p0", viy, [ity.as_pointer(), _i32, _vb, viy])
+            li = declare(builder, f"llvm.masked.load.v8i{i_bits}.p0", viy, [ity.as_pointer(), _i32, _vb, viy])
             cols = builder.call(li, [builder.gep(ip, [k0_]), ir.Constant(_i32, i_bits // 8), valid,
                                      ir.Constant(viy, [0] * _LANES)])
             cols = (builder.sext if i_signed else builder.zext)(cols, _vi64) if i_bits < 64 else cols
-            lf = _fn(builder, "llvm.masked.load.v8f32.p0", _vf, [_f32.as_pointer(), _i32, _vb, _vf])
+            lf = declare(builder, "llvm.masked.load.v8f32.p0", _vf, [_f32.as_pointer(), _i32, _vb, _vf])
             w = builder.fpext(builder.call(lf, [builder.gep(vp, [k0_]), ir.Constant(_i32, 4), valid,
                                                 ir.Constant(_vf, [0.0] * _LANES)]), _vd)  # exact
             base = builder.ptrtoint(ap, _i64)
-            ptrs = builder.inttoptr(builder.add(_splat(builder, base, _vi64),
+            ptrs = builder.inttoptr(builder.add(splat(builder, base, _vi64),
                                                 builder.shl(cols, ir.Constant(_vi64, [3] * _LANES))), _vptr)
-            gather = _fn(builder, "llvm.masked.gather.v8f64.v8p0", _vd, [_vptr, _i32, _vb, _vd])
+            gather = declare(builder, "llvm.masked.gather.v8f64.v8p0", _vd, [_vptr, _i32, _vb, _vd])
             old = builder.call(gather, [ptrs, ir.Constant(_i32, 8), valid, ir.Constant(_vd, [0.0] * _LANES)])
-            scatter = _fn(builder, "llvm.masked.scatter.v8f64.v8p0", ir.VoidType(), [_vd, _vptr, _i32, _vb])
+            scatter = declare(builder, "llvm.masked.scatter.v8f64.v8p0", ir.VoidType(), [_vd, _vptr, _i32, _vb])
             builder.call(scatter, [builder.fadd(old, w), ptrs, ir.Constant(_i32, 8), valid])
             return context.get_dummy_value()
 
@@ -107,15 +100,7 @@ def scatter_row(acc, idx, val, start, stop):
 @njit(cache=True)
 def scatter_rows(acc, idx, val, rowptr, row_off, rows, n_rows):
     """:func:`scatter_row` for CSR rows ``rows[0 .. n_rows - 1]`` in order (row ``j`` spans
-    ``rowptr[row_off + j] .. rowptr[row_off + j + 1]``): a position's whole spike list in one call.
-
-    One call per list, not per row: a compiled call that takes arrays costs a
-    reference-count increment and decrement per array, which per row was a few
-    percent of the encoder's time.
-    """
+    ``rowptr[row_off + j] .. rowptr[row_off + j + 1]``): a position's whole spike list."""
     for e in range(n_rows):
         j = rows[e]
-        start = rowptr[row_off + j]
-        stop = rowptr[row_off + j + 1]
-        for k0 in range(start, stop, _LANES):
-            _chunk(acc, idx, val, k0, stop)
+        scatter_row(acc, idx, val, rowptr[row_off + j], rowptr[row_off + j + 1])

@@ -24,6 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
+from eventsim.csr_lanes import scatter_rows
 from eventsim.kernels import (
     B_ACC_BASE,
     B_DENSE,
@@ -46,7 +47,6 @@ from eventsim.kernels import (
     C_UPDATES,
     deliver,
 )
-from eventsim.csr_lanes import scatter_rows
 from eventsim.lif_lanes import lif_lanes_row
 from eventsim.row_tiles import add_rows, add_rows_from
 from eventsim.vmath import exp_into, fma, gelu_into

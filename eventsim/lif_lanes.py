@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba import config, njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic
+
+from eventsim.llvm_lanes import declare, splat
 
 __all__ = ["lif_lanes", "lif_lanes_row"]
 
@@ -56,19 +57,12 @@ else:
     _vi32 = ir.VectorType(_i32, _LANES)
     _vi64 = ir.VectorType(_i64, _LANES)
 
-    def _fn(builder, name, ret, args):
-        return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
-
-    def _splat(builder, val, vty):
-        v = builder.insert_element(ir.Constant(vty, None), val, ir.Constant(_i32, 0))
-        return builder.shuffle_vector(v, ir.Constant(vty, None), ir.Constant(_vi32, [0] * _LANES))
-
     def _load(builder, ptr, c0, valid):
-        fn = _fn(builder, "llvm.masked.load.v8f64.p0", _vd, [_f64.as_pointer(), _i32, _vb, _vd])
+        fn = declare(builder, "llvm.masked.load.v8f64.p0", _vd, [_f64.as_pointer(), _i32, _vb, _vd])
         return builder.call(fn, [builder.gep(ptr, [c0]), ir.Constant(_i32, 8), valid, ir.Constant(_vd, [0.0] * 8)])
 
     def _store(builder, val, ptr, c0, valid):
-        fn = _fn(builder, "llvm.masked.store.v8f64.p0", ir.VoidType(), [_vd, _f64.as_pointer(), _i32, _vb])
+        fn = declare(builder, "llvm.masked.store.v8f64.p0", ir.VoidType(), [_vd, _f64.as_pointer(), _i32, _vb])
         builder.call(fn, [val, builder.gep(ptr, [c0]), ir.Constant(_i32, 8), valid])
 
     @intrinsic
@@ -87,16 +81,16 @@ else:
                     for i in range(4)]
             up, xp, ap, ep = data
             lane = ir.Constant(_vi64, list(range(_LANES)))
-            idx64 = builder.add(_splat(builder, c0_, _vi64), lane)
-            valid = builder.icmp_signed("<", idx64, _splat(builder, m_, _vi64))
+            idx64 = builder.add(splat(builder, c0_, _vi64), lane)
+            valid = builder.icmp_signed("<", idx64, splat(builder, m_, _vi64))
             uv = _load(builder, up, c0_, valid)
             xv = _load(builder, xp, c0_, valid)
-            g = _splat(builder, gamma_, _vd)
-            th = _splat(builder, vth_, _vd)
+            g = splat(builder, gamma_, _vd)
+            th = splat(builder, vth_, _vd)
             dec = context.cast(builder, decay_, types.boolean, types.boolean)
             rz = context.cast(builder, reset_zero_, types.boolean, types.boolean)
             xi = builder.select(builder.trunc(dec, _i1) if dec.type != _i1 else dec,
-                                builder.fmul(_splat(builder, gain_, _vd), xv), xv)
+                                builder.fmul(splat(builder, gain_, _vd), xv), xv)
             uu = builder.fadd(builder.fmul(g, uv), xi)
             fire = builder.and_(builder.fcmp_ordered(">=", uu, th), valid)
             zero = ir.Constant(_vd, [0.0] * _LANES)
@@ -106,9 +100,9 @@ else:
             s = builder.select(fire, ir.Constant(_vd, [1.0] * _LANES), zero)
             _store(builder, builder.fadd(builder.fmul(g, av), s), ap, c0_, valid)
             feats = builder.trunc(idx64, _vi32)
-            cs = _fn(builder, "llvm.masked.compressstore.v8i32", ir.VoidType(), [_vi32, _i32.as_pointer(), _vb])
+            cs = declare(builder, "llvm.masked.compressstore.v8i32", ir.VoidType(), [_vi32, _i32.as_pointer(), _vb])
             builder.call(cs, [feats, builder.gep(ep, [k_]), fire])
-            pop = _fn(builder, "llvm.ctpop.i8", _i8, [_i8])
+            pop = declare(builder, "llvm.ctpop.i8", _i8, [_i8])
             n_fire = builder.zext(builder.call(pop, [builder.bitcast(fire, _i8)]), _i64)
             return builder.add(k_, n_fire)
 

@@ -119,8 +119,9 @@ from fractions import Fraction
 import numpy as np
 from llvmlite import ir
 from numba import config, njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic
+
+from eventsim.llvm_lanes import declare, splat
 
 __all__ = [
     "BLOCK", "SQRT2", "exp_into", "sigmoid_into", "tanh_into", "erf_into", "gelu_into", "fit_coefficients", "fma",
@@ -547,16 +548,13 @@ else:
     _v8i = ir.VectorType(_i64, _LANES)
     _v8b = ir.VectorType(ir.IntType(1), _LANES)
 
-    def _llvm_fn(builder, name, ret, args):
-        return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
 
     def _splat(v):
         return ir.Constant(_v8d, [v] * _LANES)
 
     def _broadcast(builder, val):
         """An ``<8 x i64>`` with ``val`` in every lane."""
-        v = builder.insert_element(ir.Constant(_v8i, None), val, ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(v, ir.Constant(_v8i, None), ir.Constant(ir.VectorType(_i32, _LANES), [0] * _LANES))
+        return splat(builder, val, _v8i)
 
     def _valid_mask(builder, j0, m):
         """Lanes ``j0 + i < m``."""
@@ -564,15 +562,15 @@ else:
         return builder.icmp_signed("<", jv, _broadcast(builder, m))
 
     def _load8(builder, ptr, j0, valid):
-        fn = _llvm_fn(builder, "llvm.masked.load.v8f64.p0", _v8d, [_f64.as_pointer(), _i32, _v8b, _v8d])
+        fn = declare(builder, "llvm.masked.load.v8f64.p0", _v8d, [_f64.as_pointer(), _i32, _v8b, _v8d])
         return builder.call(fn, [builder.gep(ptr, [j0]), ir.Constant(_i32, 8), valid, _splat(0.0)])
 
     def _store8(builder, val, ptr, j0, valid):
-        fn = _llvm_fn(builder, "llvm.masked.store.v8f64.p0", ir.VoidType(), [_v8d, _f64.as_pointer(), _i32, _v8b])
+        fn = declare(builder, "llvm.masked.store.v8f64.p0", ir.VoidType(), [_v8d, _f64.as_pointer(), _i32, _v8b])
         builder.call(fn, [val, builder.gep(ptr, [j0]), ir.Constant(_i32, 8), valid])
 
     def _popcount(builder, mask):
-        fn = _llvm_fn(builder, "llvm.ctpop.i8", _i8, [_i8])
+        fn = declare(builder, "llvm.ctpop.i8", _i8, [_i8])
         return builder.zext(builder.call(fn, [builder.bitcast(mask, _i8)]), _i64)
 
     def _data(context, builder, aty, aval):
@@ -591,14 +589,14 @@ else:
                 z = _load8(builder, xp, j0_, valid)
                 if gelu:
                     z = builder.fdiv(z, _splat(SQRT2))  # as x / SQRT2 in the scalar code
-                a = builder.call(_llvm_fn(builder, "llvm.fabs.v8f64", _v8d, [_v8d]), [z])
+                a = builder.call(declare(builder, "llvm.fabs.v8f64", _v8d, [_v8d]), [z])
                 c1 = builder.fcmp_ordered("<", a, _splat(_ERF_SMALL))
                 c12 = builder.fcmp_ordered("<", a, _splat(_ERFC_START))  # false for NaN: range 3
                 ones = ir.Constant(_v8b, [1] * _LANES)
                 m1 = builder.and_(c1, valid)
                 m2 = builder.and_(builder.and_(c12, builder.xor(c1, ones)), valid)
                 m3 = builder.and_(builder.xor(c12, ones), valid)
-                compress = _llvm_fn(builder, "llvm.experimental.vector.compress.v8f64", _v8d, [_v8d, _v8b, _v8d])
+                compress = declare(builder, "llvm.experimental.vector.compress.v8f64", _v8d, [_v8d, _v8b, _v8d])
                 ks = []
                 for mask, k in ((m1, k1_), (m2, k2_), (m3, k3_)):
                     packed = builder.call(compress, [z, mask, _splat(0.0)])
@@ -628,7 +626,7 @@ else:
                 m1 = builder.bitcast(builder.load(builder.gep(mp, [g])), _v8b)
                 m2 = builder.bitcast(builder.load(builder.gep(mp, [builder.add(g, ir.Constant(_i64, 1))])), _v8b)
                 m3 = builder.and_(builder.xor(builder.or_(m1, m2), ir.Constant(_v8b, [1] * _LANES)), valid)
-                expand = _llvm_fn(builder, "llvm.masked.expandload.v8f64", _v8d, [_f64.as_pointer(), _v8b, _v8d])
+                expand = declare(builder, "llvm.masked.expandload.v8f64", _v8d, [_f64.as_pointer(), _v8b, _v8d])
                 e = _splat(0.0)
                 ks = []
                 for mask, k in ((m1, k1_), (m2, k2_), (m3, k3_)):
@@ -673,7 +671,7 @@ else:
         sig = types.float64(types.float64, types.float64, types.float64)
 
         def codegen(context, builder, signature, args):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_f64, [_f64, _f64, _f64]), "llvm.fma.f64")
+            fn = declare(builder, "llvm.fma.f64", _f64, [_f64, _f64, _f64])
             return builder.call(fn, args)
 
         return sig, codegen
