@@ -31,10 +31,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from encoder_sizes import FULL, QUICK
 
 ROOT = Path(__file__).resolve().parents[1]
-FULL = dict(blocks=4, hidden=256, intermediate=1024, heads=4, positions=32, steps=32, vocab=2000)
-QUICK = dict(blocks=1, hidden=32, intermediate=128, heads=2, positions=8, steps=8, vocab=200)
 BASE = "eventsim_base"
 
 

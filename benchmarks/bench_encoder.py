@@ -50,16 +50,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import encoder_sizes
 import numpy as np
 
 from eventsim.checkpoint import load_checkpoint, save_checkpoint
 from eventsim.encoder_engine import EncoderEngine
 from eventsim.synthetic_encoder import random_encoder
 
-FULL = dict(blocks=4, hidden=256, intermediate=1024, heads=4, positions=32, steps=32, vocab=2000,
-            sparsities=(0.0, 0.9), vth_scales=(1.0, 1.5, 2.5, 4.0), repeats=5)
-QUICK = dict(blocks=1, hidden=32, intermediate=128, heads=2, positions=8, steps=8, vocab=200,
-             sparsities=(0.0, 0.9), vth_scales=(1.0, 3.0), repeats=2)
+FULL = dict(encoder_sizes.FULL, sparsities=(0.0, 0.9), vth_scales=(1.0, 1.5, 2.5, 4.0), repeats=5)
+QUICK = dict(encoder_sizes.QUICK, sparsities=(0.0, 0.9), vth_scales=(1.0, 3.0), repeats=2)
 
 
 def scaled_manifest(manifest, scale: float):

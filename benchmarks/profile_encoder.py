@@ -34,11 +34,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from encoder_sizes import FULL, QUICK
 
-FULL = dict(blocks=4, hidden=256, intermediate=1024, heads=4, positions=32, steps=32, vocab=2000)
-QUICK = dict(blocks=1, hidden=32, intermediate=128, heads=2, positions=8, steps=8, vocab=200)
-KERNEL_MODULES = ("eventsim.encoder_kernels", "eventsim.row_tiles", "eventsim.lif_lanes", "eventsim.vmath",
-                  "eventsim.kernels")
+KERNEL_MODULES = ("eventsim.encoder_kernels", "eventsim.row_tiles", "eventsim.lif_lanes", "eventsim.csr_lanes",
+                  "eventsim.vmath", "eventsim.kernels")
 
 
 def fail(message: str) -> None:

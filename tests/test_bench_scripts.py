@@ -111,7 +111,11 @@ def _ab_module():
 
     spec = importlib.util.spec_from_file_location("ab_encoder", ROOT / "benchmarks" / "ab_encoder.py")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling encoder_sizes
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.pop(0)
     return mod
 
 
