@@ -15,8 +15,10 @@ scales (so the mean spike rate spans about 5-25 %), prints in one run:
   counting): the three are run alternately, ``--repeats`` times each, and the
   median taken, so they share the machine's noise;
 - the ratios torch/engine and SpikingJelly/engine (> 1: the engine is faster),
-  and ("best") SpikingJelly's fastest run over the engine's fastest: on a shared
-  machine whose speed drifts, the two statistics bracket the ratio;
+  ("best") SpikingJelly's fastest run over the engine's fastest, and ("pair")
+  the median over the repeats of SpikingJelly's time over the engine's in the
+  same round (the two ran seconds apart, so a drift of the machine's speed
+  between rounds cancels in each pair's ratio);
 - the engine's counted ACs + MACs per input, and a least-squares fit of its
   time per input against them (``t = t0 + c * ops``, R^2) per style and sparsity.
 
@@ -203,8 +205,9 @@ def measure(engine, oracle, sj, batch, steps: int, repeats: int, residual: bool 
             for key, fn in runs.items():
                 times[key].append(_timed(fn))
         sj_spikes = sj(tids, steps)[1] / B if sj is not None else math.nan
+    pair = (statistics.median(s / e for s, e in zip(times["sj"], times["engine"])) if "sj" in times else math.nan)
     return ({k: statistics.median(v) / B for k, v in times.items()}
-            | {f"{k}_best": min(v) / B for k, v in times.items()} | {"sj_spikes": sj_spikes})
+            | {f"{k}_best": min(v) / B for k, v in times.items()} | {"sj_spikes": sj_spikes, "pair": pair})
 
 
 def fit(points) -> tuple[float, float, float]:
@@ -270,7 +273,7 @@ def main(argv=None) -> None:
           f"no grad; engine float64, every counter and "
           f"the per-step ASR on, steady-state residual {'on' if args.residual else 'off'}")
     head = (f"{'style':>11} {'sparsity':>8} {'vth x':>6} {'rate':>6} {'SJ rate':>7} {'ACs+MACs':>13} "
-            f"{'engine ms':>9} {'torch ms':>9} {'SJ ms':>8} {'torch/eng':>9} {'SJ/eng':>7} {'best':>6}")
+            f"{'engine ms':>9} {'torch ms':>9} {'SJ ms':>8} {'torch/eng':>9} {'SJ/eng':>7} {'best':>6} {'pair':>6}")
     print(head)
     rng = np.random.default_rng(0)
     points = []
@@ -300,12 +303,12 @@ def main(argv=None) -> None:
                                 / len(results))
                     p = dict(style=style, sparsity=sparsity, scale=scale, rate=spikes / cells,
                              sj_rate=t["sj_spikes"] / cells, ops=ops,
-                             **{k: t.get(k, math.nan) for k in ("engine", "torch", "sj", "engine_best", "sj_best")})
+                             **{k: t.get(k, math.nan) for k in ("engine", "torch", "sj", "engine_best", "sj_best", "pair")})
                     points.append(p)
                     print(f"{style:>11} {sparsity:>8.0%} {scale:>6.2f} {p['rate']:>6.1%} {p['sj_rate']:>7.1%} "
                           f"{ops:>13,} {p['engine'] * 1e3:>9.1f} {p['torch'] * 1e3:>9.1f} {p['sj'] * 1e3:>8.1f} "
                           f"{p['torch'] / p['engine']:>8.2f}x {p['sj'] / p['engine']:>6.2f}x "
-                          f"{p['sj_best'] / p['engine_best']:>5.2f}x", flush=True)
+                          f"{p['sj_best'] / p['engine_best']:>5.2f}x {p['pair']:>5.2f}x", flush=True)
     print("\nengine time per input against counted ACs + MACs (t = t0 + c * ops; thresholds vary the spikes):")
     groups = {(p["style"], p["sparsity"]) for p in points}
     for style, sparsity in sorted(groups):
@@ -323,6 +326,9 @@ def main(argv=None) -> None:
         best = [p["sj_best"] / p["engine_best"] for p in low]
         print(f"  (best of {cfg['repeats']} runs each instead of the median: {min(best):.2f}x to {max(best):.2f}x; "
               f">= 2x at {sum(b >= 2.0 for b in best)} of them)")
+        pair = [p["pair"] for p in low]
+        print(f"  (median of the per-round ratios: {min(pair):.2f}x to {max(pair):.2f}x; "
+              f">= 2x at {sum(b >= 2.0 for b in pair)} of them)")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def project_tiles(w, ev_idx, ev_cnt, out, ncols):
     N = out.shape[0]
     flat = out.reshape(N * ncols)
     for n in range(N):
-        add_rows(flat, n * ncols, w, 0, ev_idx[n], ev_cnt[n], ncols)
+        add_rows(flat, n * ncols, w, 0, ev_idx[n], ev_cnt[n], ncols, ncols)
 
 
 @njit(cache=True)

@@ -3,7 +3,10 @@
 Per step, the nodes run in manifest order (:mod:`eventsim.encoder_manifest`),
 all T steps in one call of :func:`eventsim.encoder_kernels.encoder_run` over
 every position, so the cost of a step is its events (spikes through weight rows,
-key/value spikes through attention) plus one element-wise pass per node.
+key/value spikes through attention) plus one element-wise pass per node. Where
+a population's input path holds large dense weights, that piece of the program
+runs several steps back to back (:func:`schedule_segments`), the same
+arithmetic in an order that keeps its weights in cache.
 Counters, the :class:`EventTrace`, the placement and the weight blocks are the
 language models' own.
 
@@ -57,6 +60,7 @@ from eventsim.encoder_kernels import (
     P_RESET_ZERO,
     P_RUN,
     P_SIZE,
+    P_SLOTTED,
     P_SOFTMAX,
     P_STATE,
     P_VAL,
@@ -70,7 +74,7 @@ from eventsim.encoder_kernels import (
 )
 from eventsim.encoder_network import CompiledEncoder, EncoderNode, compile_encoder, dense_counts
 from eventsim.errors import EventsimError
-from eventsim.kernels import C_DRAM, C_EMITTED, C_MACS, C_RECEIVED
+from eventsim.kernels import B_DENSE, C_DRAM, C_EMITTED, C_MACS, C_RECEIVED
 from eventsim.placement import Placement
 from eventsim.trace import COUNTERS, EventTrace
 
@@ -80,6 +84,13 @@ COUNT_PLANES = {
     "layernorm": "layernorm_ops", "gelu": "gelu_ops", "neuron_updates": "neuron_updates",
 }
 PLANE = {name: i for i, name in enumerate(COUNTERS)}
+#: Steps a segment runs back to back before the next one (:func:`eventsim.encoder_kernels.encoder_run`): 8 was
+#: faster than 4 and 16 on the benchmark network (``benchmarks/ab_encoder.py``; docs/performance.md).
+CHUNK_STEPS = 8
+#: Dense weight bytes from which a population's input path is a segment of its own (:func:`schedule_segments`).
+CHUNK_DENSE_BYTES = 256 * 1024
+#: Cache lines added between two steps' copies of a buffer (:func:`slot_stride`).
+PAD_LINES = 3
 KIND_CODE = {"linear": K_LINEAR, "layernorm": K_LAYERNORM, "gelu": K_GELU, "lif": K_LIF,
              "spiking_attention": K_ATTENTION}
 
@@ -192,8 +203,8 @@ class _Run:
     """State and loop of one input (kept out of :class:`EncoderEngine` so the engine stays reusable).
 
     All node values, spike lists and LIF states live in flat buffers laid out
-    for this input's ``N`` positions (:meth:`layout`); a step is one call of
-    :func:`eventsim.encoder_kernels.encoder_step` over them.
+    for this input's ``N`` positions (:meth:`layout`); all T steps are one call of
+    :func:`eventsim.encoder_kernels.encoder_run` over them.
     """
 
     def __init__(self, net: CompiledEncoder, ids: np.ndarray, steps: int, record_spikes: bool, record_asr: bool,
@@ -245,9 +256,12 @@ class _Run:
         self.feat_pe, self.runs, self.val_off, self.state_off = g["feat_pe"], g["runs"], g["val_off"], g["state_off"]
         val, ev, cnt, st = g["sizes"]
         nodes = net.nodes
-        self.vals, self.prev_vals = np.zeros(val), np.zeros(val)
-        self.ev_idx, self.prev_ev_idx = np.zeros(ev, np.int32), np.zeros(ev, np.int32)
-        self.ev_cnt, self.prev_ev_cnt = np.zeros(cnt, np.int64), np.zeros(cnt, np.int64)
+        self.chunk = min(self.T, CHUNK_STEPS) if g["chunked"] and not g["prog"][:, P_DELAYED_SRC].any() else 1
+        self.segments = g["segments"]
+        c = self.chunk
+        self.vals, self.prev_vals = np.zeros(c * slot_stride(val, 8)), np.zeros(val)
+        self.ev_idx, self.prev_ev_idx = np.zeros(c * slot_stride(ev, 4), np.int32), np.zeros(ev, np.int32)
+        self.ev_cnt, self.prev_ev_cnt = np.zeros(c * slot_stride(cnt, 8), np.int64), np.zeros(cnt, np.int64)
         self.u, self.asr_num, self.cur_num = (np.zeros(st) for _ in range(3))
         self.den = np.zeros(len(nodes))
         self.asr_tot = np.zeros(len(nodes))
@@ -299,7 +313,7 @@ class _Run:
                     self.ot, self.nq, self.nk, self.pc, self.row_sum, self.mx, self.tmp_idx,
                     self.tmp_val, self.per_row, self.cat_idx, self.cat_cnt, np.array(cls.inputs, np.int64),
                     cls.pooling == "mean", cls_w, np.asarray(cls.params["bias"], np.float64),
-                    np.zeros(cls_w.shape[0]), logits, rec_spikes, rec_asr)
+                    np.zeros(cls_w.shape[0]), logits, rec_spikes, rec_asr, self.segments, self.chunk)
         cells = np.array([N * n.size for n in self.lifs], dtype=np.float64)
         asr_mean = self.stats[:, :, S_ASR] / cells
         spike_fraction = self.stats[:, :, S_SPIKES] / cells
@@ -377,7 +391,12 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
     inputs, params, feat, runs = [], [np.zeros(0)], [], []
     ev = cnt = feat_off = par = st = 0
     state_off = {}
-    val_off, in_place, val = value_buffers(nodes, N)
+    tb = net.table
+    dense_bytes = {n.index: int(tb.dense_val.itemsize * n.size * nodes[n.inputs[0]].size)
+                   for n in nodes if n.kind == "linear" and tb.blocks[n.block, B_DENSE] == 1}
+    segments = schedule_segments(nodes, dense_bytes)
+    crossing = read_in_later_segment(nodes, segments)
+    val_off, in_place, val = value_buffers(nodes, N, crossing)
     delayed_src = {src for n in nodes for src, d in zip(n.inputs, n.delayed) if d}
     lif_index = {n.index: p for p, n in enumerate(lifs)}
     for n in nodes:
@@ -387,6 +406,7 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
         row[P_KIND] = KIND_CODE.get(n.kind, K_SKIP)
         row[P_SIZE] = n.size
         row[P_VAL], row[P_INPLACE] = val_off[n.index], int(in_place[n.index])
+        row[P_SLOTTED] = int(n.index in crossing)
         row[P_FEAT] = feat_off
         feat.append(n.feat_pe)
         feat_off += n.size
@@ -427,13 +447,67 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
     return {"prog": prog, "progf": progf, "inputs": np.array(inputs, np.int64).reshape(-1, 2),
             "params": np.concatenate(params), "feat_pe": np.concatenate(feat).astype(np.int64),
             "runs": np.array(runs, np.int64).reshape(-1, 3), "val_off": val_off, "state_off": state_off,
-            "sizes": (val, ev, cnt, st)}
+            "sizes": (val, ev, cnt, st), "segments": np.array(segments, np.int64).reshape(-1, 2),
+            "chunked": any(b - a > 0 and sum(dense_bytes.get(i, 0) for i in range(a, b)) >= CHUNK_DENSE_BYTES
+                           for a, b in segments)}
 
 
 REAL_KINDS = ("token_embedding", "linear", "layernorm", "gelu", "spiking_attention")
 
 
-def value_buffers(nodes: list[EncoderNode], N: int) -> tuple[list[int], list[bool], int]:
+def slot_stride(n: int, itemsize: int) -> int:
+    """Elements between two steps' copies of a buffer of ``n`` elements: ``n`` rounded up to whole 64-byte lines,
+    plus an odd number of lines, so that the same feature of two steps never falls into the same cache set."""
+    per_line = 64 // itemsize
+    lines = -(-n // per_line)
+    return (lines + (PAD_LINES if lines % 2 == 0 else PAD_LINES + 1)) * per_line
+
+
+def schedule_segments(nodes: list[EncoderNode], dense_bytes: dict[int, int]) -> list[tuple[int, int]]:
+    """``(first node, stop)`` runs of the program, each run over a chunk of steps at a time.
+
+    The program is cut after every LIF: a piece is a population's input path and
+    the population itself (projections, LayerNorm, GELU or attention, then the
+    LIF), so what it computes within a step it also consumes within that step
+    (:func:`read_in_later_segment`). A piece whose dense weights take at least
+    :data:`CHUNK_DENSE_BYTES` (``dense_bytes``: per linear node) is a segment of
+    its own, run a chunk of steps while those weights stay in cache; consecutive
+    lighter pieces are joined into one segment (run step by step within it:
+    their weights are few, their spike lists stay in cache).
+    """
+    cuts = [i + 1 for i, n in enumerate(nodes) if n.kind == "lif"]
+    bounds = [0] + [c for c in cuts if c < len(nodes)] + [len(nodes)]
+    segments: list[tuple[int, int]] = []
+    light = False
+    for a, b in zip(bounds, bounds[1:]):
+        heavy = sum(dense_bytes.get(i, 0) for i in range(a, b)) >= CHUNK_DENSE_BYTES
+        if segments and light and not heavy:
+            segments[-1] = (segments[-1][0], b)
+        else:
+            segments.append((a, b))
+        light = not heavy
+    return segments
+
+
+def read_in_later_segment(nodes: list[EncoderNode], segments: list[tuple[int, int]]) -> set[int]:
+    """Real values (not the embedding's constant current) read, in the same step, by a node of a later segment.
+
+    A segment runs a chunk of steps before the next one starts, so such a value
+    needs a copy per step of the chunk; the others are written and read within one
+    step of their segment and need one copy in all.
+    """
+    seg_of = {i: g for g, (a, b) in enumerate(segments) for i in range(a, b)}
+    crossing = set()
+    for j, node in enumerate(nodes):
+        if node.kind == "classifier":
+            continue
+        for src, delayed in zip(node.inputs, node.delayed):
+            if not delayed and src != 0 and nodes[src].kind in REAL_KINDS and seg_of[src] != seg_of[j]:
+                crossing.add(src)
+    return crossing
+
+
+def value_buffers(nodes: list[EncoderNode], N: int, own: set[int] = frozenset()) -> tuple[list[int], list[bool], int]:
     """Offsets of every node's real values (``[N, size]`` float64) in one flat buffer, reused once dead.
 
     A step's real values live only until their last reader in the same step,
@@ -442,12 +516,14 @@ def value_buffers(nodes: list[EncoderNode], N: int) -> tuple[list[int], list[boo
     cache. Values read one step late (feedback sources) and the embedding's
     constant current keep buffers of their own. A LayerNorm or GELU whose one
     input dies with it works in place on that input's buffer; a LIF with
-    several inputs gets a buffer for the summed current. Returns
-    ``(offsets, in place, total size)``.
+    several inputs gets a buffer for the summed current. The nodes in ``own``
+    (values held per step of a chunk: :func:`read_in_later_segment`) get buffers
+    of their own, never shared and never worked on in place. Returns ``(offsets, in
+    place, total size)``.
     """
     n = len(nodes)
     last_read = [-1] * n
-    keep = [False] * n
+    keep = [i in own for i in range(n)]
     keep[0] = True
     for j, node in enumerate(nodes):
         if node.kind == "classifier":
@@ -475,7 +551,7 @@ def value_buffers(nodes: list[EncoderNode], N: int) -> tuple[list[int], list[boo
                                              and not nodes[node.inputs[0]].binary)
         first = node.inputs[0] if node.inputs else -1
         if real and node.kind in ("layernorm", "gelu") and len(node.inputs) == 1 and not node.delayed[0] \
-                and not nodes[first].binary and last_read[first] == i and not keep[first]:
+                and not nodes[first].binary and last_read[first] == i and not keep[first] and i not in own:
             offsets[i], in_place[i] = offsets[first], True
         elif real or summed:
             offsets[i] = take(N * node.size if keep[i] else pool)

@@ -29,6 +29,7 @@ from eventsim.kernels import (
     B_ACC_BASE,
     B_DENSE,
     B_DENSE_OFF,
+    B_DENSE_STRIDE,
     B_NCOLS,
     B_NNZ_OFF,
     B_NPE,
@@ -158,12 +159,13 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
         ncols = blocks[b, B_NCOLS]
         base = blocks[b, B_ACC_BASE]
         doff = blocks[b, B_DENSE_OFF]
+        stride = blocks[b, B_DENSE_STRIDE]
         if init is None:
             for n in range(N):
-                add_rows(flat, n * F + base, dense_val, doff, ev_idx[n], ev_cnt[n], ncols)
+                add_rows(flat, n * F + base, dense_val, doff, ev_idx[n], ev_cnt[n], ncols, stride)
         else:
             for n in range(N):
-                add_rows_from(flat, n * F + base, init, 0, dense_val, doff, ev_idx[n], ev_cnt[n], ncols)
+                add_rows_from(flat, n * F + base, init, 0, dense_val, doff, ev_idx[n], ev_cnt[n], ncols, stride)
     _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row, n_rows)
 
 
@@ -415,7 +417,7 @@ def spiking_attention(q, q_binary, q_idx, q_cnt, k_idx, k_cnt, v_idx, v_cnt, hea
             srow = st[h, m]
             for n in range(N):
                 srow[n] = 0.0
-            add_rows(st_flat, (h * N + m) * N, qt_flat, 0, km[e0:e1], e1 - e0, N)
+            add_rows(st_flat, (h * N + m) * N, qt_flat, 0, km[e0:e1], e1 - e0, N, N)
             e0 = e1
         for e in range(kc):
             nk[km[e]] += 1
@@ -486,7 +488,7 @@ def spiking_attention(q, q_binary, q_idx, q_cnt, k_idx, k_cnt, v_idx, v_cnt, hea
         orow = ot[c]
         for n in range(N):
             orow[n] = 0.0
-        add_rows(ot_flat, c * N, st_flat, h * N * N, v_pos[j0:j1], j1 - j0, N)
+        add_rows(ot_flat, c * N, st_flat, h * N * N, v_pos[j0:j1], j1 - j0, N, N)
         tot = 0
         for k in range(j0, j1):
             tot += pc[h, v_pos[k]]
@@ -528,8 +530,8 @@ def _pe_of(runs, c):
 K_SKIP, K_LINEAR, K_LAYERNORM, K_GELU, K_LIF, K_ATTENTION = range(6)
 (P_KIND, P_SIZE, P_VAL, P_EV, P_CNT, P_FEAT, P_BLOCK, P_BIAS, P_PAR0, P_PAR1, P_IN_OFF, P_N_IN, P_BINARY,
  P_DECAY, P_RESET_ZERO, P_SOFTMAX, P_HEADS, P_LIF, P_DELAYED_SRC, P_DIRECT, P_STATE, P_RUN, P_NRUN,
- P_INPLACE) = range(24)
-PROG_COLUMNS = 24
+ P_INPLACE, P_SLOTTED) = range(25)
+PROG_COLUMNS = 25
 # Columns of the float table ``progf[node, column]``.
 F_VTH, F_GAMMA, F_SCALE, F_EPS = range(4)
 # Columns of the per-LIF statistics ``stats[lif, column]`` of one step.
@@ -542,139 +544,8 @@ def _view(buf, off, N, F):
 
 
 @njit(cache=True)
-def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
-                 u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
-                 blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                 counts_t, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row, cat_idx, cat_cnt):
-    """One time step of every node, in schedule order, in one call (no Python between nodes).
-
-    Node ``i``'s value is ``vals[prog[i, P_VAL]:][:N * size]`` as ``[N, size]``;
-    the engine hands value buffers from node to node within a step
-    (:func:`eventsim.encoder_engine.value_buffers`; ``P_INPLACE``: a LayerNorm or
-    GELU working on its input's buffer). Spike populations are their lists
-    ``ev_idx``/``ev_cnt`` at ``P_EV``/``P_CNT`` (a LIF's ``P_VAL`` is the sum of
-    its inputs when it has several);
-    its features' PEs ``feat_pe[P_FEAT:]`` and, grouped, its PE runs
-    ``runs[P_RUN:][:P_NRUN]`` (rows ``first feature, stop, PE``); a LIF's state
-    (``u``, ASR sums) at ``P_STATE`` in the state buffers (a single real input
-    is read in place: ``P_DIRECT``). Inputs are rows ``(source node, delayed)`` of ``inputs``;
-    delayed ones read the previous step's copies ``prev_*``, which are
-    refreshed at the end. Each node runs the kernel above for its kind, so the
-    arithmetic and the counts are those of the per-node kernels.
-    """
-    for i in range(prog.shape[0]):
-        kind = prog[i, P_KIND]
-        if kind == K_SKIP:
-            continue
-        F = prog[i, P_SIZE]
-        out = _view(vals, prog[i, P_VAL], N, F)  # real values; for a LIF with several inputs, their sum
-        fp = feat_pe[prog[i, P_FEAT]:prog[i, P_FEAT] + F]
-        rn = runs[prog[i, P_RUN]:prog[i, P_RUN] + prog[i, P_NRUN]]
-        i0 = prog[i, P_IN_OFF]
-        n_in = prog[i, P_N_IN]
-        if kind == K_LINEAR:
-            bias = params[prog[i, P_PAR0]:prog[i, P_PAR0] + F]
-            blk = prog[i, P_BLOCK]
-            # a block over all columns, fed spikes first: each position's sums start at the bias when its
-            # rows come in (no separate copy pass over all positions)
-            from_bias = (prog[i, P_BIAS] == 1 and prog[inputs[i0, 0], P_BINARY] == 1
-                         and blocks[blk, B_ACC_BASE] == 0 and blocks[blk, B_NCOLS] == F)
-            linear_init(out, bias, prog[i, P_BIAS] == 1, rn, counts_t, not from_bias)
-            all_spikes = n_in > 1
-            for j in range(n_in):
-                all_spikes = all_spikes and prog[inputs[i0 + j, 0], P_BINARY] == 1
-            if all_spikes:  # several spike inputs through one block: their lists joined per position, in input
-                # order (each element still gets the rows input by input), so each position's sum is one pass
-                for n in range(N):
-                    cat_cnt[n] = 0
-                sF = prog[inputs[i0, 0], P_SIZE]
-                for j in range(n_in):
-                    src = inputs[i0 + j, 0]
-                    delayed = inputs[i0 + j, 1] == 1
-                    e_src = _view(prev_ev_idx if delayed else ev_idx, prog[src, P_EV], N, sF)
-                    c_src = (prev_ev_cnt if delayed else ev_cnt)[prog[src, P_CNT]:prog[src, P_CNT] + N]
-                    for n in range(N):
-                        k = cat_cnt[n]
-                        dst = cat_idx[n]
-                        sn = e_src[n]
-                        for e in range(c_src[n]):
-                            dst[k + e] = sn[e]
-                        cat_cnt[n] = k + c_src[n]
-                if from_bias:
-                    linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, cat_idx, cat_cnt,
-                                       out, counts_t, per_row, sF, bias)
-                else:
-                    linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, cat_idx, cat_cnt,
-                                       out, counts_t, per_row, sF)
-            else:
-                for j in range(n_in):
-                    src = inputs[i0 + j, 0]
-                    delayed = inputs[i0 + j, 1] == 1
-                    sF = prog[src, P_SIZE]
-                    if prog[src, P_BINARY] == 1:
-                        e_buf = prev_ev_idx if delayed else ev_idx
-                        c_buf = prev_ev_cnt if delayed else ev_cnt
-                        e_src = _view(e_buf, prog[src, P_EV], N, sF)
-                        c_src = c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N]
-                        if j == 0 and from_bias:
-                            linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, e_src,
-                                               c_src, out, counts_t, per_row, sF, bias)
-                        else:
-                            linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, e_src,
-                                               c_src, out, counts_t, per_row, sF)
-                    else:
-                        v_buf = prev_vals if delayed else vals
-                        linear_from_real(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                                         _view(v_buf, prog[src, P_VAL], N, sF), out, counts_t, tmp_idx, tmp_val)
-            count_emitted_real(out, rn, counts_t)
-        elif kind == K_LAYERNORM or kind == K_GELU:
-            _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, out, fp, rn,
-                    counts_t)
-            if kind == K_LAYERNORM:
-                layernorm_rows(out, params[prog[i, P_PAR0]:prog[i, P_PAR0] + F],
-                               params[prog[i, P_PAR1]:prog[i, P_PAR1] + F], progf[i, F_EPS], rn, counts_t)
-            else:
-                gelu_rows(out, rn, counts_t)
-            count_emitted_real(out, rn, counts_t)
-        elif kind == K_ATTENTION:
-            qs = inputs[i0, 0]
-            q = _view(vals, prog[qs, P_VAL], N, F)
-            ks = inputs[i0 + 1, 0]
-            vs = inputs[i0 + 2, 0]
-            H = prog[i, P_HEADS]
-            spiking_attention(q, prog[qs, P_BINARY] == 1, _view(ev_idx, prog[qs, P_EV], N, F),
-                              ev_cnt[prog[qs, P_CNT]:prog[qs, P_CNT] + N],
-                              _view(ev_idx, prog[ks, P_EV], N, F), ev_cnt[prog[ks, P_CNT]:prog[ks, P_CNT] + N],
-                              _view(ev_idx, prog[vs, P_EV], N, F), ev_cnt[prog[vs, P_CNT]:prog[vs, P_CNT] + N],
-                              H, progf[i, F_SCALE], prog[i, P_SOFTMAX] == 1, out, rn, counts_t,
-                              qt[:F], st, ot[:F], nq, nk, pc, row_sum, mx)
-            count_emitted_real(out, rn, counts_t)
-        elif kind == K_LIF:
-            off = prog[i, P_STATE]
-            if prog[i, P_DIRECT] == 1:
-                current = _view(vals, prog[inputs[i0, 0], P_VAL], N, F)
-            else:
-                current = out
-                _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, current, fp,
-                        rn, counts_t)
-            gamma = progf[i, F_GAMMA]
-            v_th = progf[i, F_VTH]
-            den[i] = gamma * den[i] + 1.0
-            decay = prog[i, P_DECAY] == 1
-            a_num = _view(asr_num, off, N, F)
-            c_num = _view(cur_num, off, N, F)
-            spikes = lif_step(current, _view(u, off, N, F), _view(ev_idx, prog[i, P_EV], N, F),
-                              ev_cnt[prog[i, P_CNT]:prog[i, P_CNT] + N], v_th, gamma, 1.0 - gamma, decay,
-                              prog[i, P_RESET_ZERO] == 1, a_num, c_num, track_current, rn, counts_t)
-            asr_tot[i] = gamma * asr_tot[i] + spikes  # sum over cells of the ASR numerators
-            p = prog[i, P_LIF]
-            stats[p, S_ASR] = asr_tot[i] / den[i]
-            stats[p, S_SPIKES] = spikes
-            if track_current:
-                kk = (1.0 - gamma) if decay else 1.0
-                stats[p, S_SQ] = lif_residual(a_num, c_num, den[i], kk / v_th)
-            else:
-                stats[p, S_SQ] = math.nan
+def keep_delayed(N, prog, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt):
+    """Keep this step's values of the one-step-late sources for the next step."""
     for i in range(prog.shape[0]):  # one-step-late sources: keep this step's values for the next
         if prog[i, P_DELAYED_SRC] == 1:
             F = prog[i, P_SIZE]
@@ -688,12 +559,21 @@ def encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_e
                 prev_ev_cnt[c:c + N] = ev_cnt[c:c + N]
 
 
+@njit(cache=True, inline="always")
+def _val_off(prog, i, slot_len):
+    """Offset of node ``i``'s value in ``vals`` at the step whose copies start ``slot_len`` in: a value read in a
+    later segment (``P_SLOTTED``) has one copy per step of the chunk, the others one copy in all."""
+    return prog[i, P_VAL] + slot_len * prog[i, P_SLOTTED]
+
+
 @njit(cache=True)
-def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, dst, fp, rn, counts_t):
+def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, dst, fp, rn, counts_t,
+            slot_len):
     """Element-wise sum of node ``i``'s inputs into ``dst``, input by input in list order.
 
     A real input is copied (the first) or added (one add per element); a spike
-    input is added from its spike lists, one AC per spike.
+    input is added from its spike lists, one AC per spike. ``slot_len``: where
+    this step's copy of a value held per step lies (:func:`_val_off`).
     """
     i0 = prog[i, P_IN_OFF]
     for j in range(prog[i, P_N_IN]):
@@ -707,7 +587,8 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
                           j == 0, fp, counts_t)
         elif not (j == 0 and prog[i, P_INPLACE] == 1):  # in place: the first input already is dst
             buf = prev_vals if delayed else vals
-            gather_input(dst, _view(buf, prog[src, P_VAL], N, F), j == 0, rn, counts_t)
+            o = prog[src, P_VAL] if delayed else _val_off(prog, src, slot_len)
+            gather_input(dst, _view(buf, o, N, F), j == 0, rn, counts_t)
 
 
 @njit(cache=True, nogil=True)
@@ -715,61 +596,222 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
                 u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
                 blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
                 counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row, cat_idx, cat_cnt,
-                cls_src, cls_mean, cls_w, cls_b, pooled, logits, rec_spikes, rec_asr):
-    """All ``T`` steps of one input (:func:`encoder_step`), with the read-out and the records after each.
+                cls_src, cls_mean, cls_w, cls_b, pooled, logits, rec_spikes, rec_asr, segments, chunk):
+    """All ``T`` steps of one input: segment by segment, each over ``chunk`` steps, with the read-out and records.
+
+    Schedule: the steps go in chunks of ``chunk``. Within a chunk, the program's
+    ``segments`` (rows ``first node, stop``: each a run of nodes ending at a LIF, in
+    schedule order) take turns: a segment runs all the chunk's steps, node after
+    node within each step, before the next segment starts. A node at step ``t``
+    reads only earlier nodes at step ``t`` and its own state, so the arithmetic is
+    that of the plain step order, bit for bit; but a segment's weights and
+    membranes stay in cache over ``chunk`` steps instead of being evicted by all
+    the other segments' between two of its steps. Values a later segment reads
+    (``P_SLOTTED``; spike lists always) have one copy per step of the chunk: the
+    buffers ``vals`` (``chunk`` copies of ``len(vals) // chunk``), ``ev_idx`` and
+    ``ev_cnt`` (``chunk`` copies each); a segment's own values one copy, reused by
+    every step. With one-step-late (feedback) sources ``chunk`` must be 1.
+
+    Node ``i``'s value is ``[N, size]`` at :func:`_val_off` in ``vals``; the engine
+    hands value buffers from node to node
+    (:func:`eventsim.encoder_engine.value_buffers`; ``P_INPLACE``: a LayerNorm or
+    GELU working on its input's buffer). Spike populations are their lists
+    ``ev_idx``/``ev_cnt`` at ``P_EV``/``P_CNT`` (a LIF's value is the sum of its
+    inputs when it has several); its features' PEs ``feat_pe[P_FEAT:]`` and,
+    grouped, its PE runs ``runs[P_RUN:][:P_NRUN]`` (rows ``first feature, stop,
+    PE``); a LIF's state (``u``, ASR sums) at ``P_STATE`` in the state buffers (a
+    single real input is read in place: ``P_DIRECT``). Inputs are rows ``(source
+    node, delayed)`` of ``inputs``; delayed ones read the previous step's copies
+    ``prev_*``, refreshed after each step (:func:`keep_delayed`). Each node runs
+    the kernel above for its kind, so the arithmetic and the counts are those of
+    the per-node kernels.
 
     ``counts[t]`` and ``stats[t]`` are step ``t``'s counters and per-LIF
     statistics. After each step the classifier reads the ASR ``asr_num / den``
     of its source LIF nodes ``cls_src``, pooled over positions (mean, summed
-    position by position) or taken at position 0, summed over sources:
-    ``logits[t] = pooled @ cls_w + cls_b``. ``rec_spikes``/``rec_asr``
+    position by position) or taken at position 0, summed over sources in
+    ``cls_src`` order: ``logits[t] = pooled @ cls_w + cls_b``. ``rec_spikes``/``rec_asr``
     (``[T, LIF cells]``, laid out like the LIF state, or empty) record every
     spike and every neuron's ASR per step.
     """
-    C = cls_b.shape[0]
-    pos_sum = np.zeros(pooled.shape[0])
-    for t in range(T):
-        encoder_step(N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
-                     u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
-                     blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
-                     counts[t], stats[t], qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row, cat_idx,
-                     cat_cnt)
-        F = pooled.shape[0]
-        pooled[:] = 0.0
-        for j in range(cls_src.shape[0]):
-            i = cls_src[j]
-            a = _view(asr_num, prog[i, P_STATE], N, F)
-            d = den[i]
-            if cls_mean:  # per feature, the sum over positions in increasing n, position rows read contiguously
-                for f in range(F):
-                    pos_sum[f] = 0.0
-                for n in range(N):
-                    an = a[n]
-                    for f in range(F):
-                        pos_sum[f] += an[f] / d
-                for f in range(F):
-                    pooled[f] = pooled[f] + pos_sum[f] / N
-            else:
-                for f in range(F):
-                    pooled[f] = pooled[f] + a[0, f] / d
-        for k in range(C):
-            z = 0.0
+    n_cls = cls_b.shape[0]
+    f_cls = pooled.shape[0]
+    v_len = vals.shape[0] // chunk
+    e_len = ev_idx.shape[0] // chunk
+    c_len = ev_cnt.shape[0] // chunk
+    parts = np.zeros((chunk, cls_src.shape[0], f_cls))  # each source's pooled ASR, per step of the chunk
+    pos_sum = np.zeros(f_cls)
+    for t0 in range(0, T, chunk):
+        tc = min(chunk, T - t0)
+        for g in range(segments.shape[0]):
+            for slot in range(tc):
+                for i in range(segments[g, 0], segments[g, 1]):
+                    if prog[i, P_KIND] == K_SKIP:
+                        continue
+                    t = t0 + slot
+                    sl = slot * v_len
+                    ek = ev_idx[slot * e_len:(slot + 1) * e_len]
+                    ck = ev_cnt[slot * c_len:(slot + 1) * c_len]
+                    counts_t = counts[t]
+                    stats_t = stats[t]
+                    kind = prog[i, P_KIND]
+                    F = prog[i, P_SIZE]
+                    out = _view(vals, _val_off(prog, i, sl), N, F)  # real values; for a LIF with several inputs, their sum
+                    fp = feat_pe[prog[i, P_FEAT]:prog[i, P_FEAT] + F]
+                    rn = runs[prog[i, P_RUN]:prog[i, P_RUN] + prog[i, P_NRUN]]
+                    i0 = prog[i, P_IN_OFF]
+                    n_in = prog[i, P_N_IN]
+                    if kind == K_LINEAR:
+                        bias = params[prog[i, P_PAR0]:prog[i, P_PAR0] + F]
+                        blk = prog[i, P_BLOCK]
+                        # a block over all columns, fed spikes first: each position's sums start at the bias when its
+                        # rows come in (no separate copy pass over all positions)
+                        from_bias = (prog[i, P_BIAS] == 1 and prog[inputs[i0, 0], P_BINARY] == 1
+                                     and blocks[blk, B_ACC_BASE] == 0 and blocks[blk, B_NCOLS] == F)
+                        linear_init(out, bias, prog[i, P_BIAS] == 1, rn, counts_t, not from_bias)
+                        all_spikes = n_in > 1
+                        for j in range(n_in):
+                            all_spikes = all_spikes and prog[inputs[i0 + j, 0], P_BINARY] == 1
+                        if all_spikes:  # several spike inputs through one block: their lists joined per position, in input
+                            # order (each element still gets the rows input by input), so each position's sum is one pass
+                            for n in range(N):
+                                cat_cnt[n] = 0
+                            sF = prog[inputs[i0, 0], P_SIZE]
+                            for j in range(n_in):
+                                src = inputs[i0 + j, 0]
+                                delayed = inputs[i0 + j, 1] == 1
+                                e_src = _view(prev_ev_idx if delayed else ek, prog[src, P_EV], N, sF)
+                                c_src = (prev_ev_cnt if delayed else ck)[prog[src, P_CNT]:prog[src, P_CNT] + N]
+                                for n in range(N):
+                                    k = cat_cnt[n]
+                                    dst = cat_idx[n]
+                                    sn = e_src[n]
+                                    for e in range(c_src[n]):
+                                        dst[k + e] = sn[e]
+                                    cat_cnt[n] = k + c_src[n]
+                            if from_bias:
+                                linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, cat_idx, cat_cnt,
+                                                   out, counts_t, per_row, sF, bias)
+                            else:
+                                linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, cat_idx, cat_cnt,
+                                                   out, counts_t, per_row, sF)
+                        else:
+                            for j in range(n_in):
+                                src = inputs[i0 + j, 0]
+                                delayed = inputs[i0 + j, 1] == 1
+                                sF = prog[src, P_SIZE]
+                                if prog[src, P_BINARY] == 1:
+                                    e_buf = prev_ev_idx if delayed else ek
+                                    c_buf = prev_ev_cnt if delayed else ck
+                                    e_src = _view(e_buf, prog[src, P_EV], N, sF)
+                                    c_src = c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N]
+                                    if j == 0 and from_bias:
+                                        linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, e_src,
+                                                           c_src, out, counts_t, per_row, sF, bias)
+                                    else:
+                                        linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, e_src,
+                                                           c_src, out, counts_t, per_row, sF)
+                                else:
+                                    v_buf = prev_vals if delayed else vals
+                                    o = prog[src, P_VAL] if delayed else _val_off(prog, src, sl)
+                                    linear_from_real(prog[i, P_BLOCK], blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
+                                                     _view(v_buf, o, N, sF), out, counts_t, tmp_idx, tmp_val)
+                        count_emitted_real(out, rn, counts_t)
+                    elif kind == K_LAYERNORM or kind == K_GELU:
+                        _gather(N, i, prog, inputs, vals, prev_vals, ek, ck, prev_ev_idx, prev_ev_cnt, out, fp, rn,
+                                counts_t, sl)
+                        if kind == K_LAYERNORM:
+                            layernorm_rows(out, params[prog[i, P_PAR0]:prog[i, P_PAR0] + F],
+                                           params[prog[i, P_PAR1]:prog[i, P_PAR1] + F], progf[i, F_EPS], rn, counts_t)
+                        else:
+                            gelu_rows(out, rn, counts_t)
+                        count_emitted_real(out, rn, counts_t)
+                    elif kind == K_ATTENTION:
+                        qs = inputs[i0, 0]
+                        q = _view(vals, _val_off(prog, qs, sl), N, F)
+                        ks = inputs[i0 + 1, 0]
+                        vs = inputs[i0 + 2, 0]
+                        H = prog[i, P_HEADS]
+                        spiking_attention(q, prog[qs, P_BINARY] == 1, _view(ek, prog[qs, P_EV], N, F),
+                                          ck[prog[qs, P_CNT]:prog[qs, P_CNT] + N],
+                                          _view(ek, prog[ks, P_EV], N, F), ck[prog[ks, P_CNT]:prog[ks, P_CNT] + N],
+                                          _view(ek, prog[vs, P_EV], N, F), ck[prog[vs, P_CNT]:prog[vs, P_CNT] + N],
+                                          H, progf[i, F_SCALE], prog[i, P_SOFTMAX] == 1, out, rn, counts_t,
+                                          qt[:F], st, ot[:F], nq, nk, pc, row_sum, mx)
+                        count_emitted_real(out, rn, counts_t)
+                    elif kind == K_LIF:
+                        off = prog[i, P_STATE]
+                        if prog[i, P_DIRECT] == 1:
+                            current = _view(vals, _val_off(prog, inputs[i0, 0], sl), N, F)
+                        else:
+                            current = out
+                            _gather(N, i, prog, inputs, vals, prev_vals, ek, ck, prev_ev_idx, prev_ev_cnt, current, fp,
+                                    rn, counts_t, sl)
+                        gamma = progf[i, F_GAMMA]
+                        v_th = progf[i, F_VTH]
+                        den[i] = gamma * den[i] + 1.0
+                        decay = prog[i, P_DECAY] == 1
+                        a_num = _view(asr_num, off, N, F)
+                        c_num = _view(cur_num, off, N, F)
+                        spikes = lif_step(current, _view(u, off, N, F), _view(ek, prog[i, P_EV], N, F),
+                                          ck[prog[i, P_CNT]:prog[i, P_CNT] + N], v_th, gamma, 1.0 - gamma, decay,
+                                          prog[i, P_RESET_ZERO] == 1, a_num, c_num, track_current, rn, counts_t)
+                        asr_tot[i] = gamma * asr_tot[i] + spikes  # sum over cells of the ASR numerators
+                        p = prog[i, P_LIF]
+                        stats_t[p, S_ASR] = asr_tot[i] / den[i]
+                        stats_t[p, S_SPIKES] = spikes
+                        if track_current:
+                            kk = (1.0 - gamma) if decay else 1.0
+                            stats_t[p, S_SQ] = lif_residual(a_num, c_num, den[i], kk / v_th)
+                        else:
+                            stats_t[p, S_SQ] = math.nan
+                    if prog[i, P_KIND] == K_LIF:
+                        _read_lif(i, slot, t, N, prog, ek, ck, asr_num, den, cls_src, cls_mean, parts, pos_sum, rec_spikes,
+                                  rec_asr)
+        if chunk == 1:
+            keep_delayed(N, prog, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt)
+        for slot in range(tc):
+            for f in range(f_cls):
+                pooled[f] = 0.0
+            for j in range(cls_src.shape[0]):
+                for f in range(f_cls):
+                    pooled[f] = pooled[f] + parts[slot, j, f]
+            for c in range(n_cls):
+                z = 0.0
+                for f in range(f_cls):
+                    z += pooled[f] * cls_w[f, c]
+                logits[t0 + slot, c] = z + cls_b[c]
+
+
+@njit(cache=True)
+def _read_lif(i, k, t, N, prog, ev_idx, ev_cnt, asr_num, den, cls_src, cls_mean, parts, pos_sum, rec_spikes,
+              rec_asr):
+    """Right after LIF node ``i``'s step ``t`` (the chunk's ``k``-th): its share of the read-out, its records."""
+    F = prog[i, P_SIZE]
+    off = prog[i, P_STATE]
+    a = _view(asr_num, off, N, F)
+    d = den[i]
+    for j in range(cls_src.shape[0]):
+        if cls_src[j] != i:
+            continue
+        if cls_mean:  # per feature, the sum over positions in increasing n, position rows read contiguously
             for f in range(F):
-                z += pooled[f] * cls_w[f, k]
-            logits[t, k] = z + cls_b[k]
-        if rec_spikes.shape[0] > 0 or rec_asr.shape[0] > 0:
-            for i in range(prog.shape[0]):
-                if prog[i, P_KIND] != K_LIF:
-                    continue
-                F = prog[i, P_SIZE]
-                off = prog[i, P_STATE]
-                if rec_spikes.shape[0] > 0:
-                    e = _view(ev_idx, prog[i, P_EV], N, F)
-                    c = ev_cnt[prog[i, P_CNT]:prog[i, P_CNT] + N]
-                    for n in range(N):
-                        for m in range(c[n]):
-                            rec_spikes[t, off + n * F + e[n, m]] = 1
-                if rec_asr.shape[0] > 0:
-                    d = den[i]
-                    for x in range(N * F):
-                        rec_asr[t, off + x] = asr_num[off + x] / d
+                pos_sum[f] = 0.0
+            for n in range(N):
+                an = a[n]
+                for f in range(F):
+                    pos_sum[f] += an[f] / d
+            for f in range(F):
+                parts[k, j, f] = pos_sum[f] / N
+        else:
+            for f in range(F):
+                parts[k, j, f] = a[0, f] / d
+    if rec_spikes.shape[0] > 0:
+        e = _view(ev_idx, prog[i, P_EV], N, F)
+        c = ev_cnt[prog[i, P_CNT]:prog[i, P_CNT] + N]
+        for n in range(N):
+            for m in range(c[n]):
+                rec_spikes[t, off + n * F + e[n, m]] = 1
+    if rec_asr.shape[0] > 0:
+        for x in range(N * F):
+            rec_asr[t, off + x] = asr_num[off + x] / d

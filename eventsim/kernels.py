@@ -23,7 +23,8 @@ KIND_EGRU = 0
 KIND_LSTM = 1
 
 # Columns of the per-block table ``blocks``.
-B_DENSE, B_ACC_BASE, B_NCOLS, B_ROWPTR_OFF, B_DENSE_OFF, B_NNZ_OFF, B_PE_FIRST, B_NPE = range(8)
+B_DENSE, B_ACC_BASE, B_NCOLS, B_ROWPTR_OFF, B_DENSE_OFF, B_NNZ_OFF, B_PE_FIRST, B_NPE, B_DENSE_STRIDE = range(9)
+BLOCK_COLUMNS = 9
 # Columns of the per-recurrent-layer table ``layers``.
 L_KIND, L_H, L_ACC_OFF, L_STATE_OFF, L_PE_FIRST, L_PE_STOP, L_IN_BLOCK, L_REC_BLOCK = range(8)
 # Counter planes of ``counts[t, counter, pe]``; order matches eventsim.trace.COUNTERS.
@@ -40,9 +41,10 @@ def deliver(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, ev_idx, ev_
     a = acc[blocks[b, B_ACC_BASE]:blocks[b, B_ACC_BASE] + ncols]
     if blocks[b, B_DENSE] == 1:
         doff = blocks[b, B_DENSE_OFF]
+        stride = blocks[b, B_DENSE_STRIDE]
         for e in range(n_ev):
             x = ev_val[e]
-            w = dense_val[doff + ev_idx[e] * ncols:doff + (ev_idx[e] + 1) * ncols]
+            w = dense_val[doff + ev_idx[e] * stride:doff + ev_idx[e] * stride + ncols]
             for c in range(ncols):
                 a[c] += x * w[c]
     else:

@@ -22,7 +22,7 @@ import numpy as np
 
 from eventsim.checkpoint import Checkpoint
 from eventsim.errors import EventsimError
-from eventsim.kernels import KIND_EGRU, KIND_LSTM
+from eventsim.kernels import BLOCK_COLUMNS, KIND_EGRU, KIND_LSTM
 from eventsim.manifest import EGRUSpec, Manifest
 from eventsim.placement import Placement, even_placement
 from eventsim.trace import GRADED
@@ -44,7 +44,7 @@ class CompiledNetwork:
     bias_in: np.ndarray
     bias_rec: np.ndarray
     thr: np.ndarray
-    blocks: np.ndarray  # [B, 8] int64, columns kernels.B_*
+    blocks: np.ndarray  # [B, BLOCK_COLUMNS] int64, columns kernels.B_*
     rowptr: np.ndarray
     syn_idx: np.ndarray
     syn_val: np.ndarray
@@ -81,7 +81,7 @@ def pe_column_shares(matrix: np.ndarray, bounds: tuple[int, ...], gates: int) ->
 class BlockTable:
     """Weight blocks in the kernels' flat layout (see the module docstring); shared by every schedule."""
 
-    blocks: np.ndarray  # [B, 8] int64, columns kernels.B_*
+    blocks: np.ndarray  # [B, BLOCK_COLUMNS] int64, columns kernels.B_*
     rowptr: np.ndarray
     syn_idx: np.ndarray
     syn_val: np.ndarray
@@ -90,13 +90,26 @@ class BlockTable:
     synapses_stored: np.ndarray  # [P] weight non-zeros held by each PE
 
 
+def padded_row(ncols: int, itemsize: int = 4) -> int:
+    """Elements from one dense row to the next: ``ncols`` rounded up to whole 64-byte lines, plus one line when
+    that is an even number of lines, so that the same column of successive rows falls into different cache sets
+    (rows a power of two apart would all compete for one set while a kernel sums a few columns of many rows)."""
+    per_line = 64 // itemsize
+    lines = -(-ncols // per_line)
+    return (lines + (lines % 2 == 0)) * per_line
+
+
 def compile_blocks(
-    blocks: list[tuple[np.ndarray, int, int, str]], placement: Placement, dense_threshold: float
+    blocks: list[tuple[np.ndarray, int, int, str]], placement: Placement, dense_threshold: float,
+    pad_rows: bool = False,
 ) -> BlockTable:
     """Flatten ``(source-row matrix, accumulator offset, gates, target population)`` blocks.
 
     Each block is CSR, or dense when its density is at least ``dense_threshold``;
     ``nnz_tab`` holds each row's non-zeros on each PE of the target population.
+    A dense block's rows lie ``blocks[b, B_DENSE_STRIDE]`` elements apart: its
+    column count, or with ``pad_rows`` :func:`padded_row` of it (the padding is zeros
+    that no kernel reads).
     """
     block_rows, rowptr_parts, idx_parts, val_parts, dense_parts, nnz_parts = [], [], [], [], [], []
     rowptr_len = syn_len = dense_len = nnz_len = 0
@@ -108,11 +121,15 @@ def compile_blocks(
         synapses_stored[pes.start:pes.stop] += nnz_tab.sum(axis=0)
         nnz = int(nnz_tab.sum())
         dense = matrix.size > 0 and nnz >= dense_threshold * matrix.size
-        block_rows.append([int(dense), base, matrix.shape[1], rowptr_len, dense_len, nnz_len, pes.start, len(pes)])
+        stride = padded_row(matrix.shape[1]) if dense and pad_rows else matrix.shape[1]
+        block_rows.append([int(dense), base, matrix.shape[1], rowptr_len, dense_len, nnz_len, pes.start, len(pes),
+                           stride])
         ptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
         if dense:
-            dense_parts.append(matrix.astype(np.float32).ravel())
-            dense_len += matrix.size
+            rows_f32 = np.zeros((matrix.shape[0], stride), np.float32)
+            rows_f32[:, :matrix.shape[1]] = matrix
+            dense_parts.append(rows_f32.ravel())
+            dense_len += rows_f32.size
         else:
             rows_i, cols_i = np.nonzero(nz)
             np.cumsum(nz.sum(axis=1), out=ptr[1:])
@@ -128,7 +145,7 @@ def compile_blocks(
     idx_dtype = np.uint16 if max_cols <= 65536 else np.int32
     cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
     return BlockTable(
-        blocks=np.array(block_rows, dtype=np.int64).reshape(-1, 8),
+        blocks=np.array(block_rows, dtype=np.int64).reshape(-1, BLOCK_COLUMNS),
         rowptr=cat(rowptr_parts, np.int64),
         syn_idx=cat(idx_parts, idx_dtype),
         syn_val=cat(val_parts, np.float32),

@@ -166,35 +166,36 @@ else:
 
 
 @njit(cache=True)
-def add_rows(acc, acc_off, w, w_off, rows, n_rows, ncols):
-    """``acc[acc_off + c] += w[w_off + rows[e] * ncols + c]`` for ``c < ncols``, ``e = 0 .. n_rows - 1`` in order.
+def add_rows(acc, acc_off, w, w_off, rows, n_rows, ncols, stride):
+    """``acc[acc_off + c] += w[w_off + rows[e] * stride + c]`` for ``c < ncols``, ``e = 0 .. n_rows - 1`` in order.
 
     ``acc`` is a flat float64 array, ``w`` a flat float32 or float64 array of
-    row-major rows of ``ncols``, ``rows`` the row numbers (a spike list).
+    row-major rows ``stride >= ncols`` elements apart (a padded row keeps rows'
+    same columns out of one cache set), ``rows`` the row numbers (a spike list).
     """
     if n_rows == 0:
         return
     c = 0
     while c + TILE <= ncols:
-        _tile8x8(acc, acc_off + c, w, rows, n_rows, ncols, w_off + c)
+        _tile8x8(acc, acc_off + c, w, rows, n_rows, stride, w_off + c)
         c += TILE
     if c + TILE // 2 <= ncols:
-        _tile4x8(acc, acc_off + c, w, rows, n_rows, ncols, w_off + c)
+        _tile4x8(acc, acc_off + c, w, rows, n_rows, stride, w_off + c)
         c += TILE // 2
     while c + _LANES <= ncols:
-        _tile1x8(acc, acc_off + c, w, rows, n_rows, ncols, w_off + c)
+        _tile1x8(acc, acc_off + c, w, rows, n_rows, stride, w_off + c)
         c += _LANES
     while c < ncols:
         a = acc[acc_off + c]
         for e in range(n_rows):
-            a += w[w_off + rows[e] * ncols + c]
+            a += w[w_off + rows[e] * stride + c]
         acc[acc_off + c] = a
         c += 1
 
 
 @njit(cache=True)
-def add_rows_from(acc, acc_off, init, init_off, w, w_off, rows, n_rows, ncols):
-    """``acc[acc_off + c] = init[init_off + c] + w[w_off + rows[0] * ncols + c] + ...`` (rows in list order).
+def add_rows_from(acc, acc_off, init, init_off, w, w_off, rows, n_rows, ncols, stride):
+    """``acc[acc_off + c] = init[init_off + c] + w[w_off + rows[0] * stride + c] + ...`` (rows in list order).
 
     :func:`add_rows` with the sums starting at ``init`` (a projection's bias, or
     zeros) instead of at ``acc``: the accumulator is written once, never read, so
@@ -204,17 +205,17 @@ def add_rows_from(acc, acc_off, init, init_off, w, w_off, rows, n_rows, ncols):
     """
     c = 0
     while c + TILE <= ncols:
-        _from8x8(acc, acc_off + c, init, init_off + c, w, rows, n_rows, ncols, w_off + c)
+        _from8x8(acc, acc_off + c, init, init_off + c, w, rows, n_rows, stride, w_off + c)
         c += TILE
     if c + TILE // 2 <= ncols:
-        _from4x8(acc, acc_off + c, init, init_off + c, w, rows, n_rows, ncols, w_off + c)
+        _from4x8(acc, acc_off + c, init, init_off + c, w, rows, n_rows, stride, w_off + c)
         c += TILE // 2
     while c + _LANES <= ncols:
-        _from1x8(acc, acc_off + c, init, init_off + c, w, rows, n_rows, ncols, w_off + c)
+        _from1x8(acc, acc_off + c, init, init_off + c, w, rows, n_rows, stride, w_off + c)
         c += _LANES
     while c < ncols:
         a = init[init_off + c]
         for e in range(n_rows):
-            a += w[w_off + rows[e] * ncols + c]
+            a += w[w_off + rows[e] * stride + c]
         acc[acc_off + c] = a
         c += 1

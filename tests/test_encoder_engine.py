@@ -194,3 +194,51 @@ def test_run_many_errors(tmp_path):
     assert next(results).logits.shape == (4, 2)
     with pytest.raises(EventsimError, match="9 tokens exceed the model's 8 positions"):
         next(results)  # a bad input fails where it is taken, with run's own message
+
+
+@pytest.mark.parametrize("style,sparsity,feedback", CASES)
+@pytest.mark.parametrize("chunk", [2, 7, 64])
+def test_chunked_schedule_is_the_step_order(tmp_path, monkeypatch, style, sparsity, feedback, chunk):
+    """Segments run a chunk of steps at a time (here every piece counts as heavy, chunks of 2, 7 or more than T):
+    spikes, ASR, logits and every counter are those of the step-by-step order, bit for bit, and still the
+    reference's. A network with a one-step-late input runs step by step whatever the setting."""
+    import eventsim.encoder_engine as ee
+
+    ck = _checkpoint(tmp_path, style, sparsity, feedback)
+    ids = np.random.default_rng(4).integers(0, 80, 6)
+    T = 50
+    monkeypatch.setattr(ee, "CHUNK_STEPS", 1)
+    plain = EncoderEngine.from_checkpoint(ck, dense_threshold=0.0).run(ids, T, record_spikes=True, record_asr=True)
+    monkeypatch.setattr(ee, "CHUNK_STEPS", chunk)
+    monkeypatch.setattr(ee, "CHUNK_DENSE_BYTES", 0)
+    engine = EncoderEngine.from_checkpoint(ck, dense_threshold=0.0)
+    res = engine.run(ids, T, record_spikes=True, record_asr=True)
+    run = ee._Run(engine.net, ids, T, False, False)
+    assert run.chunk == (1 if feedback else min(chunk, T))
+    assert len(run.segments) > 1
+    assert run.prog[:, ee.P_SLOTTED].any() == (style == "spikingbert")  # Q (real) is read by the attention's piece
+    np.testing.assert_array_equal(res.logits, plain.logits)
+    for name in res.populations:
+        np.testing.assert_array_equal(res.spikes[name], plain.spikes[name], err_msg=name)
+        np.testing.assert_array_equal(res.asr[name], plain.asr[name], err_msg=name)
+    for key in res.counts:
+        np.testing.assert_array_equal(res.counts[key], plain.counts[key], err_msg=key)
+    np.testing.assert_array_equal(res.asr_mean, plain.asr_mean)
+    ref = run_reference(ck, ids, T)
+    for name, s in ref["spikes"].items():
+        np.testing.assert_array_equal(res.spikes[name], s, err_msg=name)
+    np.testing.assert_array_equal(res.counts["acs"], ref["acs"])
+
+
+def test_only_heavy_pieces_run_in_chunks(tmp_path):
+    """The default rule: a 256 x 256 dense projection (256 KiB) makes its piece a segment of its own, run in
+    chunks; a small or pruned network is one segment, run step by step."""
+    import eventsim.encoder_engine as ee
+
+    big = EncoderEngine.from_checkpoint(_checkpoint(tmp_path, "spikingbert", 0.0, False, hidden=256,
+                                                    intermediate=512, heads=4, blocks=1))
+    run = ee._Run(big.net, np.arange(5), 20, False, False)
+    assert run.chunk == min(20, ee.CHUNK_STEPS) and len(run.segments) > 1
+    small = EncoderEngine.from_checkpoint(_checkpoint(tmp_path, "spikingbert", 0.0, False))
+    run = ee._Run(small.net, np.arange(5), 20, False, False)
+    assert run.chunk == 1 and [tuple(s) for s in run.segments] == [(0, len(small.net.nodes))]

@@ -38,7 +38,7 @@ def test_add_rows_equals_rows_one_at_a_time(ncols, w_dtype, rows_dtype):
         rows = np.concatenate([rows, rng.integers(0, n_in, 3).astype(rows_dtype)])  # entries past n_rows unused
         want = one_at_a_time(acc, acc_off, w, w_off, rows, n_rows, ncols)
         got = acc.copy()
-        add_rows(got, acc_off, w, w_off, rows, n_rows, ncols)
+        add_rows(got, acc_off, w, w_off, rows, n_rows, ncols, ncols)
         np.testing.assert_array_equal(got, want)
         assert got[:acc_off].tolist() == acc[:acc_off].tolist() and got[acc_off + ncols:].tolist() == \
             acc[acc_off + ncols:].tolist()  # nothing outside the accumulator touched
@@ -48,7 +48,7 @@ def test_add_rows_repeated_rows_in_order():
     """A row listed twice is added twice; the order of the list is kept (not sorted)."""
     w = np.array([1.0, 2.0 ** -60, -1.0], np.float64).repeat(TILE)  # three rows of TILE columns
     acc = np.zeros(TILE)
-    add_rows(acc, 0, w, 0, np.array([0, 1, 2, 1], np.int32), 4, TILE)
+    add_rows(acc, 0, w, 0, np.array([0, 1, 2, 1], np.int32), 4, TILE, TILE)
     np.testing.assert_array_equal(acc, np.full(TILE, 2.0 ** -60))  # ((0 + 1) + 2^-60) - 1 + 2^-60: rounding
 
 
@@ -57,10 +57,10 @@ import sys, numpy as np
 from eventsim.row_tiles import add_rows, add_rows_from
 d = np.load(sys.argv[1])
 acc = d["acc"].copy()
-add_rows(acc, 2, d["w"], 1, d["rows"], int(d["n"]), int(d["ncols"]))
+add_rows(acc, 2, d["w"], 1, d["rows"], int(d["n"]), int(d["ncols"]), int(d["ncols"]))
 np.save(sys.argv[2], acc)
 acc = d["acc"].copy()
-add_rows_from(acc, 2, d["init"], 0, d["w"], 1, d["rows"], int(d["n"]), int(d["ncols"]))
+add_rows_from(acc, 2, d["init"], 0, d["w"], 1, d["rows"], int(d["n"]), int(d["ncols"]), int(d["ncols"]))
 np.save(sys.argv[3], acc)
 """
 
@@ -78,11 +78,11 @@ def test_disable_jit_path(tmp_path):
     subprocess.run([sys.executable, "-c", NOJIT, tmp_path / "in.npz", tmp_path / "out.npy", tmp_path / "from.npy"],
                    check=True, env=env, capture_output=True, text=True)
     got = acc.copy()
-    add_rows(got, 2, w, 1, rows, 9, ncols)
+    add_rows(got, 2, w, 1, rows, 9, ncols, ncols)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), got)
     np.testing.assert_array_equal(got, one_at_a_time(acc, 2, w, 1, rows, 9, ncols))
     got_from = acc.copy()
-    add_rows_from(got_from, 2, init, 0, w, 1, rows, 9, ncols)
+    add_rows_from(got_from, 2, init, 0, w, 1, rows, 9, ncols, ncols)
     np.testing.assert_array_equal(np.load(tmp_path / "from.npy"), got_from)
     started = acc.copy()
     started[2:] = init
@@ -102,6 +102,30 @@ def test_add_rows_from_equals_copy_then_add_rows(ncols, n_rows):
     expected = rng.standard_normal(ncols + 9)
     got = expected.copy()
     expected[3:3 + ncols] = init[2:2 + ncols]
-    add_rows(expected, 3, w, 0, rows, n_rows, ncols)
-    add_rows_from(got, 3, init, 2, w, 0, rows, n_rows, ncols)
+    add_rows(expected, 3, w, 0, rows, n_rows, ncols, ncols)
+    add_rows_from(got, 3, init, 2, w, 0, rows, n_rows, ncols, ncols)
     assert np.array_equal(expected, got)
+
+
+@pytest.mark.parametrize("ncols", [8, 40, TILE, 256, 1024])
+def test_padded_rows_read_only_their_columns(ncols):
+    """Rows ``stride > ncols`` apart (padded with NaN here, which must never be read) give the sums of the
+    unpadded rows, bit for bit, with and without a start vector."""
+    from eventsim.network import padded_row
+
+    rng = np.random.default_rng(ncols + 7)
+    n_in, stride = 30, padded_row(ncols)
+    assert stride >= ncols and (stride * 4) % 64 == 0 and (stride * 4 // 64) % 2 == 1
+    dense = rng.standard_normal((n_in, ncols)).astype(np.float32)
+    padded = np.full((n_in, stride), np.nan, np.float32)
+    padded[:, :ncols] = dense
+    rows = np.sort(rng.choice(n_in, 11, replace=False)).astype(np.int32)
+    acc = rng.normal(size=ncols)
+    init = rng.normal(size=ncols)
+    want, got = acc.copy(), acc.copy()
+    add_rows(want, 0, dense.ravel(), 0, rows, 11, ncols, ncols)
+    add_rows(got, 0, padded.ravel(), 0, rows, 11, ncols, stride)
+    np.testing.assert_array_equal(got, want)
+    add_rows_from(want, 0, init, 0, dense.ravel(), 0, rows, 11, ncols, ncols)
+    add_rows_from(got, 0, init, 0, padded.ravel(), 0, rows, 11, ncols, stride)
+    np.testing.assert_array_equal(got, want)
