@@ -87,8 +87,9 @@ PLANE = {name: i for i, name in enumerate(COUNTERS)}
 #: Steps a segment runs back to back before the next one (:func:`eventsim.encoder_kernels.encoder_run`): 8 was
 #: faster than 4 and 16 on the benchmark network (``benchmarks/ab_encoder.py``; docs/performance.md).
 CHUNK_STEPS = 8
-#: Dense weight bytes from which a population's input path is a segment of its own (:func:`schedule_segments`).
-CHUNK_DENSE_BYTES = 256 * 1024
+#: Dense weight bytes from which a population's input path is a segment of its own (:func:`schedule_segments`):
+#: 1 MiB (a 256 x 1024 float32 block) was faster than 256 KiB, which also chunks 256 x 256 blocks.
+CHUNK_DENSE_BYTES = 1024 * 1024
 #: Cache lines added between two steps' copies of a buffer (:func:`slot_stride`).
 PAD_LINES = 3
 KIND_CODE = {"linear": K_LINEAR, "layernorm": K_LAYERNORM, "gelu": K_GELU, "lif": K_LIF,

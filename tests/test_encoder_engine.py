@@ -231,14 +231,17 @@ def test_chunked_schedule_is_the_step_order(tmp_path, monkeypatch, style, sparsi
 
 
 def test_only_heavy_pieces_run_in_chunks(tmp_path):
-    """The default rule: a 256 x 256 dense projection (256 KiB) makes its piece a segment of its own, run in
+    """The default rule: a 256 x 1024 dense projection (1 MiB) makes its piece a segment of its own, run in
     chunks; a small or pruned network is one segment, run step by step."""
     import eventsim.encoder_engine as ee
 
     big = EncoderEngine.from_checkpoint(_checkpoint(tmp_path, "spikingbert", 0.0, False, hidden=256,
-                                                    intermediate=512, heads=4, blocks=1))
+                                                    intermediate=1024, heads=4, blocks=1))
     run = ee._Run(big.net, np.arange(5), 20, False, False)
     assert run.chunk == min(20, ee.CHUNK_STEPS) and len(run.segments) > 1
+    heavy = [(a, b) for a, b in run.segments if any(big.net.nodes[i].name.endswith(("il2.dense", "out.dense"))
+                                                    for i in range(a, b))]
+    assert len(heavy) == 2 and all(b - a == 3 for a, b in heavy)  # dense, GELU or LayerNorm, LIF
     small = EncoderEngine.from_checkpoint(_checkpoint(tmp_path, "spikingbert", 0.0, False))
     run = ee._Run(small.net, np.arange(5), 20, False, False)
     assert run.chunk == 1 and [tuple(s) for s in run.segments] == [(0, len(small.net.nodes))]
