@@ -85,7 +85,7 @@ COUNT_PLANES = {
 }
 PLANE = {name: i for i, name in enumerate(COUNTERS)}
 #: Steps a segment runs back to back before the next one (:func:`eventsim.encoder_kernels.encoder_run`): 8 was
-#: faster than 4 and 16 on the benchmark network (``benchmarks/ab_encoder.py``; docs/performance.md).
+#: faster than 4, 6, 12 and 16 on the benchmark network (``benchmarks/ab_encoder.py``; docs/performance.md).
 CHUNK_STEPS = 8
 #: Dense weight bytes from which a population's input path is a segment of its own (:func:`schedule_segments`):
 #: 1 MiB (a 256 x 1024 float32 block) was faster than 256 KiB, which also chunks 256 x 256 blocks.
@@ -449,7 +449,7 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
             "params": np.concatenate(params), "feat_pe": np.concatenate(feat).astype(np.int64),
             "runs": np.array(runs, np.int64).reshape(-1, 3), "val_off": val_off, "state_off": state_off,
             "sizes": (val, ev, cnt, st), "segments": np.array(segments, np.int64).reshape(-1, 2),
-            "chunked": any(b - a > 0 and sum(dense_bytes.get(i, 0) for i in range(a, b)) >= CHUNK_DENSE_BYTES
+            "chunked": any(sum(dense_bytes.get(i, 0) for i in range(a, b)) >= CHUNK_DENSE_BYTES
                            for a, b in segments)}
 
 

@@ -1,8 +1,8 @@
 """Numba kernels of the encoder schedule: all T steps of one input in one call, all positions at once.
 
-A step runs every node in schedule order over flat buffers (:func:`encoder_step`,
-driven by an integer program table); :func:`encoder_run` runs the T steps and the
-per-step read-out. Node values are ``[positions, features]`` float64; a spike
+A step runs every node in schedule order over flat buffers, driven by an integer
+program table; :func:`encoder_run` runs the T steps (segment by segment, a chunk of
+steps at a time) and the per-step read-out. Node values are ``[positions, features]`` float64; a spike
 population is, per position, the list of features that spiked
 (``ev_idx[n, :ev_cnt[n]]``), which is what its readers take: work grows with
 spikes, not with the size of the spike tensor. ``feat_pe[c]`` is the PE that
