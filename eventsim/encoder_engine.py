@@ -75,6 +75,7 @@ from eventsim.encoder_kernels import (
 from eventsim.encoder_network import CompiledEncoder, EncoderNode, compile_encoder, dense_counts
 from eventsim.errors import EventsimError
 from eventsim.kernels import B_DENSE, C_DRAM, C_EMITTED, C_MACS, C_RECEIVED
+from eventsim.network import padded_row
 from eventsim.placement import Placement
 from eventsim.trace import COUNTERS, EventTrace
 
@@ -395,7 +396,8 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
     tb = net.table
     dense_bytes = {n.index: int(tb.dense_val.itemsize * n.size * nodes[n.inputs[0]].size)
                    for n in nodes if n.kind == "linear" and tb.blocks[n.block, B_DENSE] == 1}
-    segments = schedule_segments(nodes, dense_bytes)
+    pieces = schedule_segments(nodes, dense_bytes)
+    segments = [(a, b) for a, b, _ in pieces]
     crossing = read_in_later_segment(nodes, segments)
     val_off, in_place, val = value_buffers(nodes, N, crossing)
     delayed_src = {src for n in nodes for src, d in zip(n.inputs, n.delayed) if d}
@@ -449,23 +451,21 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
             "params": np.concatenate(params), "feat_pe": np.concatenate(feat).astype(np.int64),
             "runs": np.array(runs, np.int64).reshape(-1, 3), "val_off": val_off, "state_off": state_off,
             "sizes": (val, ev, cnt, st), "segments": np.array(segments, np.int64).reshape(-1, 2),
-            "chunked": any(sum(dense_bytes.get(i, 0) for i in range(a, b)) >= CHUNK_DENSE_BYTES
-                           for a, b in segments)}
+            "chunked": any(heavy for _, _, heavy in pieces)}
 
 
 REAL_KINDS = ("token_embedding", "linear", "layernorm", "gelu", "spiking_attention")
 
 
 def slot_stride(n: int, itemsize: int) -> int:
-    """Elements between two steps' copies of a buffer of ``n`` elements: ``n`` rounded up to whole 64-byte lines,
-    plus an odd number of lines, so that the same feature of two steps never falls into the same cache set."""
-    per_line = 64 // itemsize
-    lines = -(-n // per_line)
-    return (lines + (PAD_LINES if lines % 2 == 0 else PAD_LINES + 1)) * per_line
+    """Elements between two steps' copies of a buffer of ``n`` elements: at least :data:`PAD_LINES` cache lines
+    past its end, an odd number of lines in all (:func:`eventsim.network.padded_row`), so that the same feature
+    of two steps does not fall into the same cache set."""
+    return padded_row(n, itemsize, PAD_LINES)
 
 
-def schedule_segments(nodes: list[EncoderNode], dense_bytes: dict[int, int]) -> list[tuple[int, int]]:
-    """``(first node, stop)`` runs of the program, each run over a chunk of steps at a time.
+def schedule_segments(nodes: list[EncoderNode], dense_bytes: dict[int, int]) -> list[tuple[int, int, bool]]:
+    """``(first node, stop, heavy)`` runs of the program, each run over a chunk of steps at a time.
 
     The program is cut after every LIF: a piece is a population's input path and
     the population itself (projections, LayerNorm, GELU or attention, then the
@@ -478,15 +478,13 @@ def schedule_segments(nodes: list[EncoderNode], dense_bytes: dict[int, int]) -> 
     """
     cuts = [i + 1 for i, n in enumerate(nodes) if n.kind == "lif"]
     bounds = [0] + [c for c in cuts if c < len(nodes)] + [len(nodes)]
-    segments: list[tuple[int, int]] = []
-    light = False
+    segments: list[tuple[int, int, bool]] = []
     for a, b in zip(bounds, bounds[1:]):
         heavy = sum(dense_bytes.get(i, 0) for i in range(a, b)) >= CHUNK_DENSE_BYTES
-        if segments and light and not heavy:
-            segments[-1] = (segments[-1][0], b)
+        if segments and not segments[-1][2] and not heavy:
+            segments[-1] = (segments[-1][0], b, False)
         else:
-            segments.append((a, b))
-        light = not heavy
+            segments.append((a, b, heavy))
     return segments
 
 

@@ -645,16 +645,16 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
         tc = min(chunk, T - t0)
         for g in range(segments.shape[0]):
             for slot in range(tc):
+                t = t0 + slot
+                sl = slot * v_len  # this step's copies of the values and spike lists held per step
+                ek = ev_idx[slot * e_len:(slot + 1) * e_len]
+                ck = ev_cnt[slot * c_len:(slot + 1) * c_len]
+                counts_t = counts[t]
+                stats_t = stats[t]
                 for i in range(segments[g, 0], segments[g, 1]):
-                    if prog[i, P_KIND] == K_SKIP:
-                        continue
-                    t = t0 + slot
-                    sl = slot * v_len
-                    ek = ev_idx[slot * e_len:(slot + 1) * e_len]
-                    ck = ev_cnt[slot * c_len:(slot + 1) * c_len]
-                    counts_t = counts[t]
-                    stats_t = stats[t]
                     kind = prog[i, P_KIND]
+                    if kind == K_SKIP:
+                        continue
                     F = prog[i, P_SIZE]
                     out = _view(vals, _val_off(prog, i, sl), N, F)  # real values; for a LIF with several inputs, their sum
                     fp = feat_pe[prog[i, P_FEAT]:prog[i, P_FEAT] + F]
@@ -765,7 +765,6 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
                             stats_t[p, S_SQ] = lif_residual(a_num, c_num, den[i], kk / v_th)
                         else:
                             stats_t[p, S_SQ] = math.nan
-                    if prog[i, P_KIND] == K_LIF:
                         _read_lif(i, slot, t, N, prog, ek, ck, asr_num, den, cls_src, cls_mean, parts, pos_sum, rec_spikes,
                                   rec_asr)
         if chunk == 1:

@@ -90,12 +90,13 @@ class BlockTable:
     synapses_stored: np.ndarray  # [P] weight non-zeros held by each PE
 
 
-def padded_row(ncols: int, itemsize: int = 4) -> int:
-    """Elements from one dense row to the next: ``ncols`` rounded up to whole 64-byte lines, plus one line when
-    that is an even number of lines, so that the same column of successive rows falls into different cache sets
-    (rows a power of two apart would all compete for one set while a kernel sums a few columns of many rows)."""
+def padded_row(ncols: int, itemsize: int = 4, extra_lines: int = 0) -> int:
+    """Elements from one dense row to the next: ``ncols`` rounded up to whole 64-byte lines, plus ``extra_lines``,
+    plus one line when that is an even number of lines, so that the same column of successive rows falls into
+    different cache sets (rows a power of two apart would all compete for one set while a kernel sums a few
+    columns of many rows)."""
     per_line = 64 // itemsize
-    lines = -(-ncols // per_line)
+    lines = -(-ncols // per_line) + extra_lines
     return (lines + (lines % 2 == 0)) * per_line
 
 
