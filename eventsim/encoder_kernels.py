@@ -566,6 +566,16 @@ def _val_off(prog, i, slot_len):
     return prog[i, P_VAL] + slot_len * prog[i, P_SLOTTED]
 
 
+@njit(cache=True, inline="always")
+def _spike_lists(prog, src, delayed, N, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt):
+    """Spike input ``src``'s lists ``[N, size]`` and counts ``[N]``: this step's, or with ``delayed`` the previous
+    step's copies."""
+    F = prog[src, P_SIZE]
+    e_buf = prev_ev_idx if delayed else ev_idx
+    c_buf = prev_ev_cnt if delayed else ev_cnt
+    return _view(e_buf, prog[src, P_EV], N, F), c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N]
+
+
 @njit(cache=True)
 def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, dst, fp, rn, counts_t,
             slot_len):
@@ -581,10 +591,8 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
         delayed = inputs[i0 + j, 1] == 1
         F = prog[src, P_SIZE]
         if prog[src, P_BINARY] == 1:
-            e_buf = prev_ev_idx if delayed else ev_idx
-            c_buf = prev_ev_cnt if delayed else ev_cnt
-            gather_spikes(dst, _view(e_buf, prog[src, P_EV], N, F), c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N],
-                          j == 0, fp, counts_t)
+            e_src, c_src = _spike_lists(prog, src, delayed, N, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt)
+            gather_spikes(dst, e_src, c_src, j == 0, fp, counts_t)
         elif not (j == 0 and prog[i, P_INPLACE] == 1):  # in place: the first input already is dst
             buf = prev_vals if delayed else vals
             o = prog[src, P_VAL] if delayed else _val_off(prog, src, slot_len)
@@ -680,8 +688,7 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
                             for j in range(n_in):
                                 src = inputs[i0 + j, 0]
                                 delayed = inputs[i0 + j, 1] == 1
-                                e_src = _view(prev_ev_idx if delayed else ek, prog[src, P_EV], N, sF)
-                                c_src = (prev_ev_cnt if delayed else ck)[prog[src, P_CNT]:prog[src, P_CNT] + N]
+                                e_src, c_src = _spike_lists(prog, src, delayed, N, ek, ck, prev_ev_idx, prev_ev_cnt)
                                 for n in range(N):
                                     k = cat_cnt[n]
                                     dst = cat_idx[n]
@@ -701,10 +708,8 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
                                 delayed = inputs[i0 + j, 1] == 1
                                 sF = prog[src, P_SIZE]
                                 if prog[src, P_BINARY] == 1:
-                                    e_buf = prev_ev_idx if delayed else ek
-                                    c_buf = prev_ev_cnt if delayed else ck
-                                    e_src = _view(e_buf, prog[src, P_EV], N, sF)
-                                    c_src = c_buf[prog[src, P_CNT]:prog[src, P_CNT] + N]
+                                    e_src, c_src = _spike_lists(prog, src, delayed, N, ek, ck, prev_ev_idx,
+                                                                prev_ev_cnt)
                                     if j == 0 and from_bias:
                                         linear_from_spikes(blk, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, e_src,
                                                            c_src, out, counts_t, per_row, sF, bias)
