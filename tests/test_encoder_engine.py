@@ -230,6 +230,35 @@ def test_chunked_schedule_is_the_step_order(tmp_path, monkeypatch, style, sparsi
     np.testing.assert_array_equal(res.counts["acs"], ref["acs"])
 
 
+@pytest.mark.parametrize("style,sparsity,feedback", CASES)
+def test_unzeroed_buffers_are_never_read(tmp_path, monkeypatch, style, sparsity, feedback):
+    """The spike-list buffers (and the current averages without the residual) are allocated without zeroing;
+    filled with poison instead (list entries far outside any row, NaN values), every output is unchanged."""
+    import eventsim.encoder_engine as ee
+
+    ck = _checkpoint(tmp_path, style, sparsity, feedback)
+    ids = np.random.default_rng(6).integers(0, 80, 7)
+    engine = EncoderEngine.from_checkpoint(ck)
+    want = engine.run(ids, 20, record_spikes=True, record_asr=True)
+
+    class PoisonNumpy:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def empty(shape, dtype=np.float64):
+            return np.full(shape, 1 << 30 if np.dtype(dtype).kind == "i" else np.nan, dtype=dtype)
+
+    monkeypatch.setattr(ee, "np", PoisonNumpy())
+    got = engine.run(ids, 20, record_spikes=True, record_asr=True)
+    np.testing.assert_array_equal(got.logits, want.logits)
+    for name in want.populations:
+        np.testing.assert_array_equal(got.spikes[name], want.spikes[name], err_msg=name)
+        np.testing.assert_array_equal(got.asr[name], want.asr[name], err_msg=name)
+    for key in want.counts:
+        np.testing.assert_array_equal(got.counts[key], want.counts[key], err_msg=key)
+
+
 def test_only_heavy_pieces_run_in_chunks(tmp_path):
     """The default rule: a 256 x 1024 dense projection (1 MiB) makes its piece a segment of its own, run in
     chunks; a small or pruned network is one segment, run step by step."""
