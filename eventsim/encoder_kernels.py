@@ -498,21 +498,53 @@ def spiking_attention(q, q_binary, q_idx, q_cnt, k_idx, k_cnt, v_idx, v_cnt, hea
         for c in range(runs[r, 0], runs[r, 1]):
             tot += nk[c]
         counts_t[C_ACS, runs[r, 2]] += tot
+    if softmax:  # the row sums divide the output, in the transposed layout (vectors over the N queries)
+        for h in range(heads):
+            _divide_by_row_sums(ot[h * d:(h + 1) * d], row_sum[h], mx, st[h])
+        count_per_feature(counts_t, C_DIV, runs, N)
     for h in range(heads):  # back to [N, F], eight features at a time (short strided reads, contiguous writes)
-        rs = row_sum[h]
         for c0 in range(h * d, (h + 1) * d, 8):
             c1 = min(c0 + 8, (h + 1) * d)
             for n in range(N):
                 o = out[n]
-                if softmax:
-                    r = rs[n]
-                    for c in range(c0, c1):
-                        o[c] = ot[c, n] / r
-                else:
-                    for c in range(c0, c1):
-                        o[c] = ot[c, n]
-    if softmax:
-        count_per_feature(counts_t, C_DIV, runs, N)
+                for c in range(c0, c1):
+                    o[c] = ot[c, n]
+
+
+#: Below this a remainder ``x - q * r`` can underflow (``r <= N``), and Markstein's correction may be off.
+_TINY_QUOTIENT = 2.0 ** -960
+
+
+@njit(cache=True)
+def _divide_by_row_sums(ot_h, rs, inv, e_h):
+    """``ot_h[c, n] /= rs[n]``, correctly rounded, with one divide per query instead of one per element.
+
+    With ``y = 1 / rs[n]`` rounded, ``q = x * y`` is corrected once by the exact remainder ``x - q * rs[n]``
+    (one fused multiply-add) to ``q + rem * y``: the correctly rounded quotient (Markstein's theorem, as in
+    :func:`layernorm_rows`) while the remainder does not underflow. ``x`` is a sum of the head's softmax
+    numerators ``e_h`` (``0 <= e <= 1``, the row maximum's is 1, so ``rs >= 1``); if any numerator lies in
+    ``(0, 2**-960)`` the head takes the plain divide instead.
+    """
+    N = rs.shape[0]
+    tiny = False
+    for m in range(N):
+        row = e_h[m]
+        for n in range(N):
+            tiny |= (row[n] > 0.0) & (row[n] < _TINY_QUOTIENT)
+    if tiny:
+        for c in range(ot_h.shape[0]):
+            row = ot_h[c]
+            for n in range(N):
+                row[n] = row[n] / rs[n]
+        return
+    for n in range(N):
+        inv[n] = 1.0 / rs[n]
+    for c in range(ot_h.shape[0]):
+        row = ot_h[c]
+        for n in range(N):
+            x = row[n]
+            q = x * inv[n]
+            row[n] = fma(fma(-q, rs[n], x), inv[n], q)
 
 
 @njit(cache=True)

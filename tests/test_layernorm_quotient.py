@@ -75,3 +75,25 @@ def test_layernorm_rows_equals_divide_formula():
         got = x.copy()
         layernorm_rows(got, w, b, 1e-5, np.array([[0, F, 0]], np.int64), np.zeros((13, 1), np.int64))
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+def test_attention_row_sum_division_is_the_divide(tiny):
+    """The attention's output over its softmax row sums (one divide per query, then Markstein's correction)
+    equals the element-wise divide bit for bit; with a softmax numerator below 2**-960 in the head the
+    helper divides element by element (the remainder could underflow), again equal to the divide."""
+    from eventsim.encoder_kernels import _divide_by_row_sums
+
+    rng = np.random.default_rng(int(tiny))
+    N, d = 32, 64
+    e = np.exp(-rng.exponential(3.0, (N, N)))
+    e[rng.random((N, N)) < 0.1] = 0.0
+    if tiny:
+        e[3, 5] = 2.0 ** -1000
+    np.fill_diagonal(e, 1.0)  # each query's row maximum: exp(0)
+    rs = e.sum(axis=0)  # e[m, n]: key m, query n; each query's sum over keys
+    spikes = rng.random((N, d)) < 0.3  # value spikes (key j, feature c)
+    ot = (spikes.T.astype(float) @ e).copy()  # ot[c, n]: sum over keys j with a spike in c
+    want = ot / rs[None, :]
+    _divide_by_row_sums(ot, rs, np.empty(N), e)
+    np.testing.assert_array_equal(ot, want)
