@@ -314,7 +314,7 @@ class _Run:
         cls_w = np.ascontiguousarray(cls.params["weight"], dtype=np.float64)
         encoder_run(T, N, self.prog, self.progf, self.inputs, self.vals, self.prev_vals, self.ev_idx, self.ev_cnt,
                     self.prev_ev_idx, self.prev_ev_cnt, self.u, self.asr_num, self.cur_num, self.den,
-                    self.asr_tot, self.record_residual, self.params, self.feat_pe, self.runs, tb.blocks, tb.rowptr,
+                    self.asr_tot, self.record_residual, self.params, self.runs, tb.blocks, tb.rowptr,
                     tb.syn_idx, tb.syn_val, tb.dense_val, tb.nnz_tab, self.counts, self.stats, self.qt, self.st,
                     self.ot, self.nq, self.nk, self.pc, self.row_sum, self.mx, self.tmp_idx,
                     self.tmp_val, self.per_row, self.cat_idx, self.cat_cnt, np.array(cls.inputs, np.int64),

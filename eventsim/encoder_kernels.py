@@ -32,6 +32,7 @@ from eventsim.kernels import (
     B_DENSE_STRIDE,
     B_NCOLS,
     B_NNZ_OFF,
+    B_NNZ_UNIFORM,
     B_NPE,
     B_PE_FIRST,
     B_ROWPTR_OFF,
@@ -102,17 +103,33 @@ def gather_input(dst, src, first, runs, counts_t):
 
 
 @njit(cache=True)
-def gather_spikes(dst, ev_idx, ev_cnt, first, feat_pe, counts_t):
-    """Add a spike input (0/1) to ``dst`` from its spike lists: one AC per spike (or a copy if it is the first)."""
+def gather_spikes(dst, ev_idx, ev_cnt, first, runs, counts_t):
+    """Add a spike input (0/1) to ``dst`` from its spike lists: one AC per spike (or a copy if it is the first).
+
+    The ACs go to the PE of each spike's feature: per PE run, the stretch of each
+    (sorted) list below the run's stop, found by binary search as in :func:`lif_step`.
+    """
     N = dst.shape[0]
     if first:
         dst[:, :] = 0.0
     for n in range(N):
         d = dst[n]
         e = ev_idx[n]
-        for i in range(ev_cnt[n]):
+        k = ev_cnt[n]
+        for i in range(k):
             d[e[i]] += 1.0
-            counts_t[C_ACS, feat_pe[e[i]]] += 1
+        i = 0
+        for r in range(runs.shape[0]):
+            i_run = i
+            stop = runs[r, 1]
+            hi = k
+            while i < hi:  # first entry >= stop in e[i:k]
+                mid = (i + hi) >> 1
+                if e[mid] < stop:
+                    i = mid + 1
+                else:
+                    hi = mid
+            counts_t[C_ACS, runs[r, 2]] += i - i_run
 
 
 @njit(cache=True)
@@ -173,9 +190,10 @@ def linear_from_spikes(b, blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab, 
 def _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row, n_in):
     """ACs of block ``b`` on each target PE: for every spike, that row's non-zeros on the PE.
 
-    A block on one PE adds its rows' non-zeros spike by spike; a block split over
-    several PEs tallies spikes per input neuron (``per_row``) first and takes each
-    PE's share once per row.
+    A block whose rows all have the same non-zeros on each PE (unpruned) takes
+    the first row's share once per spike list; otherwise a block on one PE adds
+    its rows' non-zeros spike by spike, and a block split over several PEs tallies
+    spikes per input neuron (``per_row``) first and takes each PE's share once per row.
     """
     N = ev_idx.shape[0]
     pe0 = blocks[b, B_PE_FIRST]
@@ -184,7 +202,10 @@ def _count_spike_rows(b, blocks, nnz_tab, ev_idx, ev_cnt, counts_t, per_row, n_i
     total = 0
     for n in range(N):
         total += ev_cnt[n]
-    if npe == 1:
+    if blocks[b, B_NNZ_UNIFORM] == 1:
+        for p in range(npe):
+            counts_t[C_ACS, pe0 + p] += nnz_tab[noff + p] * total
+    elif npe == 1:
         acs = 0
         for n in range(N):
             en = ev_idx[n]
@@ -609,7 +630,7 @@ def _spike_lists(prog, src, delayed, N, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt
 
 
 @njit(cache=True)
-def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, dst, fp, rn, counts_t,
+def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt, dst, rn, counts_t,
             slot_len):
     """Element-wise sum of node ``i``'s inputs into ``dst``, input by input in list order.
 
@@ -624,7 +645,7 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
         F = prog[src, P_SIZE]
         if prog[src, P_BINARY] == 1:
             e_src, c_src = _spike_lists(prog, src, delayed, N, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt)
-            gather_spikes(dst, e_src, c_src, j == 0, fp, counts_t)
+            gather_spikes(dst, e_src, c_src, j == 0, rn, counts_t)
         elif not (j == 0 and prog[i, P_INPLACE] == 1):  # in place: the first input already is dst
             buf = prev_vals if delayed else vals
             o = prog[src, P_VAL] if delayed else _val_off(prog, src, slot_len)
@@ -633,7 +654,7 @@ def _gather(N, i, prog, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, pr
 
 @njit(cache=True, nogil=True)
 def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev_ev_idx, prev_ev_cnt,
-                u, asr_num, cur_num, den, asr_tot, track_current, params, feat_pe, runs,
+                u, asr_num, cur_num, den, asr_tot, track_current, params, runs,
                 blocks, rowptr, syn_idx, syn_val, dense_val, nnz_tab,
                 counts, stats, qt, st, ot, nq, nk, pc, row_sum, mx, tmp_idx, tmp_val, per_row, cat_idx, cat_cnt,
                 cls_src, cls_mean, cls_w, cls_b, pooled, logits, rec_spikes, rec_asr, segments, chunk):
@@ -657,9 +678,8 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
     (:func:`eventsim.encoder_engine.value_buffers`; ``P_INPLACE``: a LayerNorm or
     GELU working on its input's buffer). Spike populations are their lists
     ``ev_idx``/``ev_cnt`` at ``P_EV``/``P_CNT`` (a LIF's value is the sum of its
-    inputs when it has several); its features' PEs ``feat_pe[P_FEAT:]`` and,
-    grouped, its PE runs ``runs[P_RUN:][:P_NRUN]`` (rows ``first feature, stop,
-    PE``); a LIF's state (``u``, ASR sums) at ``P_STATE`` in the state buffers (a
+    inputs when it has several); its features' PEs as runs
+    ``runs[P_RUN:][:P_NRUN]`` (rows ``first feature, stop, PE``); a LIF's state (``u``, ASR sums) at ``P_STATE`` in the state buffers (a
     single real input is read in place: ``P_DIRECT``). Inputs are rows ``(source
     node, delayed)`` of ``inputs``; delayed ones read the previous step's copies
     ``prev_*``, refreshed after each step (:func:`keep_delayed`). Each node runs
@@ -697,7 +717,6 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
                         continue
                     F = prog[i, P_SIZE]
                     out = _view(vals, _val_off(prog, i, sl), N, F)  # real values; for a LIF with several inputs, their sum
-                    fp = feat_pe[prog[i, P_FEAT]:prog[i, P_FEAT] + F]
                     rn = runs[prog[i, P_RUN]:prog[i, P_RUN] + prog[i, P_NRUN]]
                     i0 = prog[i, P_IN_OFF]
                     n_in = prog[i, P_N_IN]
@@ -755,7 +774,7 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
                                                      _view(v_buf, o, N, sF), out, counts_t, tmp_idx, tmp_val)
                         count_emitted_real(out, rn, counts_t)
                     elif kind == K_LAYERNORM or kind == K_GELU:
-                        _gather(N, i, prog, inputs, vals, prev_vals, ek, ck, prev_ev_idx, prev_ev_cnt, out, fp, rn,
+                        _gather(N, i, prog, inputs, vals, prev_vals, ek, ck, prev_ev_idx, prev_ev_cnt, out, rn,
                                 counts_t, sl)
                         if kind == K_LAYERNORM:
                             layernorm_rows(out, params[prog[i, P_PAR0]:prog[i, P_PAR0] + F],
@@ -782,7 +801,7 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
                             current = _view(vals, _val_off(prog, inputs[i0, 0], sl), N, F)
                         else:
                             current = out
-                            _gather(N, i, prog, inputs, vals, prev_vals, ek, ck, prev_ev_idx, prev_ev_cnt, current, fp,
+                            _gather(N, i, prog, inputs, vals, prev_vals, ek, ck, prev_ev_idx, prev_ev_cnt, current,
                                     rn, counts_t, sl)
                         gamma = progf[i, F_GAMMA]
                         v_th = progf[i, F_VTH]

@@ -24,7 +24,10 @@ KIND_LSTM = 1
 
 # Columns of the per-block table ``blocks``.
 B_DENSE, B_ACC_BASE, B_NCOLS, B_ROWPTR_OFF, B_DENSE_OFF, B_NNZ_OFF, B_PE_FIRST, B_NPE, B_DENSE_STRIDE = range(9)
-BLOCK_COLUMNS = 9
+#: 1 where every row of the block has the same non-zeros on each PE (an unpruned block): a spike's ACs are then
+#: the first row's, and the encoder counts them per spike list instead of per spike.
+B_NNZ_UNIFORM = 9
+BLOCK_COLUMNS = 10
 # Columns of the per-recurrent-layer table ``layers``.
 L_KIND, L_H, L_ACC_OFF, L_STATE_OFF, L_PE_FIRST, L_PE_STOP, L_IN_BLOCK, L_REC_BLOCK = range(8)
 # Counter planes of ``counts[t, counter, pe]``; order matches eventsim.trace.COUNTERS.

@@ -123,8 +123,9 @@ def compile_blocks(
         nnz = int(nnz_tab.sum())
         dense = matrix.size > 0 and nnz >= dense_threshold * matrix.size
         stride = padded_row(matrix.shape[1]) if dense and pad_rows else matrix.shape[1]
+        uniform = int(nnz_tab.shape[0] > 0 and bool((nnz_tab == nnz_tab[:1]).all()))
         block_rows.append([int(dense), base, matrix.shape[1], rowptr_len, dense_len, nnz_len, pes.start, len(pes),
-                           stride])
+                           stride, uniform])
         ptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
         if dense:
             rows_f32 = np.zeros((matrix.shape[0], stride), np.float32)

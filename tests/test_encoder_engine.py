@@ -12,6 +12,7 @@ from eventsim.encoder_network import dense_counts
 from eventsim.errors import EventsimError
 from eventsim.placement import even_placement
 from eventsim.synthetic_encoder import random_encoder
+from eventsim.trace import COUNTERS
 
 SMALL = dict(vocab_size=80, max_positions=8, hidden=16, intermediate=32, mlp_ratio=2, heads=2, blocks=2)
 CASES = [
@@ -63,6 +64,20 @@ def test_engine_equals_reference(tmp_path, style, sparsity, feedback, neurons_pe
     # The trace is the same counts by PE.
     assert res.trace.acs.sum() == res.counts["acs"].sum() + res.counts_once["acs"]
     assert res.trace.steps == T
+
+
+@pytest.mark.parametrize("style,sparsity,feedback", CASES)
+def test_per_pe_counts_do_not_depend_on_storage(tmp_path, style, sparsity, feedback):
+    """Every counter, per step and PE, is the same whether the blocks are stored dense (unpruned ones are
+    counted per spike list from the first row's share) or as CSR (counted per spike from each row's), on a
+    placement that splits every population over several PEs."""
+    ck = _checkpoint(tmp_path, style, sparsity, feedback)
+    ids = np.random.default_rng(8).integers(0, 80, 7)
+    traces = [EncoderEngine.from_checkpoint(ck, even_placement(ck.manifest, 5), dense_threshold=dt).run(ids, 12).trace
+              for dt in (0.0, 2.0)]
+    assert traces[0].placement.pe_count > 10
+    for name in COUNTERS:
+        np.testing.assert_array_equal(getattr(traces[0], name), getattr(traces[1], name), err_msg=name)
 
 
 def test_attention_acs_formula_by_hand():
