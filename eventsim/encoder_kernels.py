@@ -339,6 +339,11 @@ def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, r
         if track_current:
             for c in range(F):
                 cur_num[n, c] = gamma * cur_num[n, c] + current[n, c]
+        ev_cnt[n] = k
+        spikes += k
+        if runs.shape[0] == 1:  # one PE: the whole list
+            counts_t[C_EMITTED, runs[0, 2]] += k
+            continue
         i = 0
         for r in range(runs.shape[0]):  # the list is sorted: each PE's spikes are the entries below its stop
             i_run = i
@@ -351,8 +356,6 @@ def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, r
                 else:
                     hi = mid
             counts_t[C_EMITTED, runs[r, 2]] += i - i_run
-        ev_cnt[n] = k
-        spikes += k
     count_per_feature(counts_t, C_UPDATES, runs, N)
     return spikes
 
