@@ -85,9 +85,10 @@ COUNT_PLANES = {
     "layernorm": "layernorm_ops", "gelu": "gelu_ops", "neuron_updates": "neuron_updates",
 }
 PLANE = {name: i for i, name in enumerate(COUNTERS)}
-#: Steps a segment runs back to back before the next one (:func:`eventsim.encoder_kernels.encoder_run`): 8 was
-#: faster than 4, 6, 12 and 16 on the benchmark network (``benchmarks/ab_encoder.py``; docs/performance.md).
-CHUNK_STEPS = 8
+#: Steps a segment runs back to back before the next one (:func:`eventsim.encoder_kernels.encoder_run`): 16 was
+#: 1.03-1.05x faster than 8 on the benchmark network once the per-step spike-list copies were no longer zeroed
+#: per input (8 had been faster than 4, 6, 12 and 16 before; ``benchmarks/ab_encoder.py``; docs/performance.md).
+CHUNK_STEPS = 16
 #: Dense weight bytes from which a population's input path is a segment of its own (:func:`schedule_segments`):
 #: 1 MiB (a 256 x 1024 float32 block) was faster than 256 KiB, which also chunks 256 x 256 blocks.
 CHUNK_DENSE_BYTES = 1024 * 1024
@@ -262,7 +263,10 @@ class _Run:
         self.chunk = min(self.T, CHUNK_STEPS) if g["chunked"] and not g["prog"][:, P_DELAYED_SRC].any() else 1
         self.segments = g["segments"]
         c = self.chunk
-        self.vals, self.prev_vals = np.zeros(c * slot_stride(val, 8)), np.zeros(val)
+        # One copy of the values per step of the chunk only if some value is read by a later segment (P_SLOTTED);
+        # otherwise every node uses the first copy (its slot offset is multiplied by P_SLOTTED = 0).
+        copies = c if g["prog"][:, P_SLOTTED].any() else 1
+        self.vals, self.prev_vals = np.zeros(copies * slot_stride(val, 8)), np.zeros(val)
         # Spike lists are read only below their counts (zero until a step writes them), so their buffers (the
         # largest: 12 MB of 24 at the benchmark's size) need no zeroing; nor does the current average unless
         # the residual is kept. Zeroing them cost ~2 ms per input in memset.

@@ -699,7 +699,7 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
     """
     n_cls = cls_b.shape[0]
     f_cls = pooled.shape[0]
-    v_len = vals.shape[0] // chunk
+    v_len = vals.shape[0] // chunk  # with no slotted value vals has one copy; v_len is then never used
     e_len = ev_idx.shape[0] // chunk
     c_len = ev_cnt.shape[0] // chunk
     parts = np.zeros((chunk, cls_src.shape[0], f_cls))  # each source's pooled ASR, per step of the chunk
