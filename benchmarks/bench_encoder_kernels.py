@@ -13,8 +13,11 @@ time per operation is the best of ``--repeats`` runs, the two alternating:
   the scalar loop (membrane pass, ASR pass, spike list appended element by element);
 - LayerNorm rows: the corrected reciprocal (``encoder_kernels.layernorm_rows``)
   against the divide;
-- GELU: :func:`eventsim.vmath.gelu_into` (per-range lists) against every range
-  evaluated for every element (``vmath._gelu_reference_into``).
+- GELU: :func:`eventsim.vmath.gelu_into` (ranges 1 and 2 in every lane, range 3 listed, or the
+  per-range lists where range 3 is common) against the per-range lists alone
+  (``vmath._by_range_into``) and every range evaluated for every element
+  (``vmath._gelu_reference_into``), on normal arguments of sigma 0.77 (the benchmark
+  encoder's IL-2 currents at V_th x 1.5) and 2.0.
 
 Usage::
 
@@ -184,15 +187,17 @@ def bench_layernorm(N, F, repeats, rng):
     return {k: v / (N * F) * 1e9 for k, v in t.items()}
 
 
-def bench_gelu(n, repeats, rng):
-    x = rng.normal(0.0, 2.0, n)
-    out = {"all_ranges": np.empty(n), "per_range": np.empty(n)}
+def bench_gelu(n, repeats, rng, sigma):
+    x = rng.normal(0.0, sigma, n)
+    out = {"all_ranges": np.empty(n), "per_range": np.empty(n), "gelu_into": np.empty(n)}
     fns = {"all_ranges": lambda: vmath._gelu_reference_into(x, out["all_ranges"]),
-           "per_range": lambda: vmath.gelu_into(x, out["per_range"])}
+           "per_range": lambda: vmath._by_range_into(x, out["per_range"], True),
+           "gelu_into": lambda: vmath.gelu_into(x, out["gelu_into"])}
     for fn in fns.values():
         fn()
-    if not np.array_equal(out["all_ranges"], out["per_range"]):
-        raise SystemExit("GELU: per-range lists differ from all ranges")
+    for key in ("per_range", "gelu_into"):
+        if not np.array_equal(out["all_ranges"], out[key]):
+            raise SystemExit(f"GELU: {key} differs from all ranges")
     t = best_of(fns, repeats, lambda: None)
     return {k: v / n * 1e9 for k, v in t.items()}
 
@@ -221,9 +226,11 @@ def main(argv=None) -> None:
         print(f"LayerNorm ({N} x {width}), ns per element: divide {r['divide']:.2f}  reciprocal {r['reciprocal']:.2f}  "
               f"({r['divide'] / r['reciprocal']:.2f}x)")
     n = 4096 if args.quick else 1 << 18
-    r = bench_gelu(n, reps, rng)
-    print(f"GELU ({n} elements), ns per element: all ranges {r['all_ranges']:.2f}  per-range lists {r['per_range']:.2f}  "
-          f"({r['all_ranges'] / r['per_range']:.2f}x)")
+    for sigma in (0.77, 2.0):
+        r = bench_gelu(n, reps, rng, sigma)
+        print(f"GELU ({n} elements, sigma {sigma}), ns per element: all ranges {r['all_ranges']:.2f}  "
+              f"per-range lists {r['per_range']:.2f}  gelu_into {r['gelu_into']:.2f}  "
+              f"({r['per_range'] / r['gelu_into']:.2f}x the lists)")
 
 
 if __name__ == "__main__":
