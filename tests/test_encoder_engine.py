@@ -211,6 +211,17 @@ def test_run_many_errors(tmp_path):
         next(results)  # a bad input fails where it is taken, with run's own message
 
 
+def _assert_same_run(got, want):
+    """Two runs (spikes and ASR recorded) equal bit for bit: logits, every spike and ASR, every counter."""
+    np.testing.assert_array_equal(got.logits, want.logits)
+    for name in want.populations:
+        np.testing.assert_array_equal(got.spikes[name], want.spikes[name], err_msg=name)
+        np.testing.assert_array_equal(got.asr[name], want.asr[name], err_msg=name)
+    for key in want.counts:
+        np.testing.assert_array_equal(got.counts[key], want.counts[key], err_msg=key)
+    np.testing.assert_array_equal(got.asr_mean, want.asr_mean)
+
+
 @pytest.mark.parametrize("style,sparsity,feedback", CASES)
 @pytest.mark.parametrize("chunk", [2, 7, 64])
 def test_chunked_schedule_is_the_step_order(tmp_path, monkeypatch, style, sparsity, feedback, chunk):
@@ -232,13 +243,7 @@ def test_chunked_schedule_is_the_step_order(tmp_path, monkeypatch, style, sparsi
     assert run.chunk == (1 if feedback else min(chunk, T))
     assert len(run.segments) > 1
     assert run.prog[:, ee.P_SLOTTED].any() == (style == "spikingbert")  # Q (real) is read by the attention's piece
-    np.testing.assert_array_equal(res.logits, plain.logits)
-    for name in res.populations:
-        np.testing.assert_array_equal(res.spikes[name], plain.spikes[name], err_msg=name)
-        np.testing.assert_array_equal(res.asr[name], plain.asr[name], err_msg=name)
-    for key in res.counts:
-        np.testing.assert_array_equal(res.counts[key], plain.counts[key], err_msg=key)
-    np.testing.assert_array_equal(res.asr_mean, plain.asr_mean)
+    _assert_same_run(res, plain)
     ref = run_reference(ck, ids, T)
     for name, s in ref["spikes"].items():
         np.testing.assert_array_equal(res.spikes[name], s, err_msg=name)
@@ -266,12 +271,7 @@ def test_unzeroed_buffers_are_never_read(tmp_path, monkeypatch, style, sparsity,
 
     monkeypatch.setattr(ee, "np", PoisonNumpy())
     got = engine.run(ids, 20, record_spikes=True, record_asr=True)
-    np.testing.assert_array_equal(got.logits, want.logits)
-    for name in want.populations:
-        np.testing.assert_array_equal(got.spikes[name], want.spikes[name], err_msg=name)
-        np.testing.assert_array_equal(got.asr[name], want.asr[name], err_msg=name)
-    for key in want.counts:
-        np.testing.assert_array_equal(got.counts[key], want.counts[key], err_msg=key)
+    _assert_same_run(got, want)
 
 
 def test_only_heavy_pieces_run_in_chunks(tmp_path):
