@@ -191,7 +191,7 @@ def bench_gelu(n, repeats, rng, sigma):
     x = rng.normal(0.0, sigma, n)
     out = {"all_ranges": np.empty(n), "per_range": np.empty(n), "gelu_into": np.empty(n)}
     fns = {"all_ranges": lambda: vmath._gelu_reference_into(x, out["all_ranges"]),
-           "per_range": lambda: vmath._by_range_into(x, out["per_range"], True),
+           "per_range": lambda: vmath._by_range_into(x, out["per_range"], True, False),
            "gelu_into": lambda: vmath.gelu_into(x, out["gelu_into"])}
     for fn in fns.values():
         fn()

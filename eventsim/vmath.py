@@ -971,19 +971,38 @@ def _near_block(xs, os, m, zb, ib):
     return k3
 
 
+#: A GELU block goes through the per-range lists when more than this share of the previous block was in
+#: range 3 (:func:`_by_range_into`): there the lists are faster than evaluating ranges 1 and 2 in every lane
+#: (one core, normal arguments: equal near sigma = 1.6, where 27 % are in range 3).
+FAR_SHARE_FOR_LISTS = 0.25
+
+
 @njit(**_JIT)
-def _by_range_into(x, out, gelu):
-    """erf (or, with ``gelu``, GELU) block by block through per-range lists (:func:`_lists_block`)."""
+def _by_range_into(x, out, gelu, near):
+    """erf (or, with ``gelu``, GELU) block by block, each element through one range's polynomial.
+
+    A block goes through the per-range lists (:func:`_lists_block`), or with ``near`` (GELU only), while few
+    arguments reach range 3, through the 8-lane pass that evaluates ranges 1 and 2 in every lane and lists
+    only the rest (:func:`_near_block`); more than :data:`FAR_SHARE_FOR_LISTS` of a block in range 3 sends
+    the next block to the lists. Both give the same values, bit for bit.
+    """
     n = _check(x, out)
-    zs, cap, mk = _split_scratch(n)
     bs = min(n, BLOCK)
+    zs, cap, mk = _split_scratch(n)
+    zb = np.zeros(_up8(bs) + _LANES if near else 0)
+    ib = np.zeros(_up8(bs) + _LANES if near else 0, dtype=np.int64)
     xbuf = np.empty(bs if x.strides[0] != 8 else 0, dtype=np.float64)
     obuf = np.empty(bs if out.strides[0] != 8 else 0, dtype=np.float64)
+    lists = not near
     for s0 in range(0, n, BLOCK):
         m = min(BLOCK, n - s0)
         xs = _contiguous(x, s0, m, xbuf)
         os = out[s0 : s0 + m] if obuf.shape[0] == 0 else obuf[:m]
-        _lists_block(xs, os, m, zs, cap, mk, gelu)
+        if lists:
+            far = _lists_block(xs, os, m, zs, cap, mk, gelu)
+        else:
+            far = _near_block(xs, os, m, zb, ib)
+        lists = not near or far > FAR_SHARE_FOR_LISTS * m
         if obuf.shape[0] != 0:
             out[s0 : s0 + m] = os
     return out
@@ -992,45 +1011,18 @@ def _by_range_into(x, out, gelu):
 @njit(**_JIT)
 def erf_into(x, out):
     """``out[:] = erf(x)`` for 1-D float64 arrays (``out`` may be ``x``); returns ``out``."""
-    return _by_range_into(x, out, False)
-
-
-#: A block goes through the per-range lists when more than this share of the previous block was in range 3
-#: (:func:`gelu_into`): there the lists are faster than evaluating ranges 1 and 2 in every lane (one core,
-#: normal arguments: equal near sigma = 1.6, where 27 % are in range 3).
-FAR_SHARE_FOR_LISTS = 0.25
+    return _by_range_into(x, out, False, False)
 
 
 @njit(**_JIT)
 def gelu_into(x, out):
     """``out[:] = 0.5 * x * (1 + erf(x / SQRT2))`` for 1-D float64 arrays (``out`` may be ``x``); returns ``out``.
 
-    Block by block, one of two paths with the same values bit for bit (and those of the all-ranges
-    reference): while few arguments reach erf's range 3 (``|z| >= 1.25``; 2-9 % of a spiking encoder's
-    currents), one 8-lane pass evaluates ranges 1 and 2 in every lane and lists only the rest
-    (:func:`_near_block`); when more than :data:`FAR_SHARE_FOR_LISTS` of the previous block was in range 3,
-    every element is sorted into its range's list (:func:`_lists_block`).
+    Mostly through the 8-lane pass over ranges 1 and 2 (2-9 % of a spiking encoder's currents reach range 3),
+    the per-range lists where range 3 is common (:func:`_by_range_into`); the same values, bit for bit, as
+    the all-ranges reference.
     """
-    n = _check(x, out)
-    bs = min(n, BLOCK)
-    zb = np.zeros(_up8(bs) + _LANES)
-    ib = np.zeros(_up8(bs) + _LANES, dtype=np.int64)
-    zs, cap, mk = _split_scratch(n)
-    xbuf = np.empty(bs if x.strides[0] != 8 else 0, dtype=np.float64)
-    obuf = np.empty(bs if out.strides[0] != 8 else 0, dtype=np.float64)
-    lists = False
-    for s0 in range(0, n, BLOCK):
-        m = min(BLOCK, n - s0)
-        xs = _contiguous(x, s0, m, xbuf)
-        os = out[s0 : s0 + m] if obuf.shape[0] == 0 else obuf[:m]
-        if lists:
-            far = _lists_block(xs, os, m, zs, cap, mk, True)
-        else:
-            far = _near_block(xs, os, m, zb, ib)
-        lists = far > FAR_SHARE_FOR_LISTS * m
-        if obuf.shape[0] != 0:
-            out[s0 : s0 + m] = os
-    return out
+    return _by_range_into(x, out, True, True)
 
 
 # All three erf ranges evaluated for every element and selected: the original formulation, kept as the
