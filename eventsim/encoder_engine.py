@@ -47,7 +47,6 @@ from eventsim.encoder_kernels import (
     P_DELAYED_SRC,
     P_DIRECT,
     P_EV,
-    P_FEAT,
     P_HEADS,
     P_IN_OFF,
     P_INPLACE,
@@ -256,7 +255,7 @@ class _Run:
             net.programs[N] = _program(net, N, self.lifs)
         g = net.programs[N]
         self.prog, self.progf, self.inputs, self.params = g["prog"], g["progf"], g["inputs"], g["params"]
-        self.feat_pe, self.runs, self.val_off, self.state_off = g["feat_pe"], g["runs"], g["val_off"], g["state_off"]
+        self.runs, self.val_off, self.state_off = g["runs"], g["val_off"], g["state_off"]
         self.tally = g["tally"]
         val, ev, cnt, st = g["sizes"]
         nodes = net.nodes
@@ -394,8 +393,8 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
     nodes = net.nodes
     prog = np.zeros((len(nodes), PROG_COLUMNS), np.int64)
     progf = np.zeros((len(nodes), 4))
-    inputs, params, feat, runs = [], [np.zeros(0)], [], []
-    ev = cnt = feat_off = par = st = 0
+    inputs, params, runs = [], [np.zeros(0)], []
+    ev = cnt = par = st = 0
     state_off = {}
     tb = net.table
     dense_bytes = {n.index: int(tb.dense_val.itemsize * n.size * nodes[n.inputs[0]].size)
@@ -414,9 +413,6 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
         row[P_SIZE] = n.size
         row[P_VAL], row[P_INPLACE] = val_off[n.index], int(in_place[n.index])
         row[P_SLOTTED] = int(n.index in crossing)
-        row[P_FEAT] = feat_off
-        feat.append(n.feat_pe)
-        feat_off += n.size
         node_runs = pe_runs(n.feat_pe)
         row[P_RUN], row[P_NRUN] = len(runs), len(node_runs)
         runs += node_runs
@@ -452,7 +448,7 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
             state_off[n.index] = st
             st += N * n.size
     return {"prog": prog, "progf": progf, "inputs": np.array(inputs, np.int64).reshape(-1, 2),
-            "params": np.concatenate(params), "feat_pe": np.concatenate(feat).astype(np.int64),
+            "params": np.concatenate(params),
             "runs": np.array(runs, np.int64).reshape(-1, 3), "val_off": val_off, "state_off": state_off,
             "sizes": (val, ev, cnt, st), "segments": np.array(segments, np.int64).reshape(-1, 2),
             "chunked": any(heavy for _, _, heavy in pieces), "tally": _tally_matrices(net, lifs)}
@@ -494,8 +490,8 @@ def schedule_segments(nodes: list[EncoderNode], dense_bytes: dict[int, int]) -> 
     (:func:`read_in_later_segment`). A piece whose dense weights take at least
     :data:`CHUNK_DENSE_BYTES` (``dense_bytes``: per linear node) is a segment of
     its own, run a chunk of steps while those weights stay in cache; consecutive
-    lighter pieces are joined into one segment (run step by step within it:
-    their weights are few, their spike lists stay in cache).
+    lighter pieces are joined into one segment (also run a chunk of steps at a
+    time; their weights together stay near the cache's size).
     """
     cuts = [i + 1 for i, n in enumerate(nodes) if n.kind == "lif"]
     bounds = [0] + [c for c in cuts if c < len(nodes)] + [len(nodes)]

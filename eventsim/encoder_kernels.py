@@ -5,9 +5,9 @@ program table; :func:`encoder_run` runs the T steps (segment by segment, a chunk
 steps at a time) and the per-step read-out. Node values are ``[positions, features]`` float64; a spike
 population is, per position, the list of features that spiked
 (``ev_idx[n, :ev_cnt[n]]``), which is what its readers take: work grows with
-spikes, not with the size of the spike tensor. ``feat_pe[c]`` is the PE that
-holds feature ``c`` of the node being run; every operation is counted on that PE
-in ``counts_t[plane, pe]`` (planes :data:`eventsim.kernels.C_*`). Spike
+spikes, not with the size of the spike tensor. A node's features lie on PEs in
+runs (``first feature, stop, PE``); every operation is counted on the PE of its
+feature in ``counts_t[plane, pe]`` (planes :data:`eventsim.kernels.C_*`). Spike
 projections sum weight rows in registers (:mod:`eventsim.row_tiles`) or scatter
 CSR rows; real-valued inputs go through :func:`eventsim.kernels.deliver`; LIF
 steps are :mod:`eventsim.lif_lanes`.
@@ -102,12 +102,32 @@ def gather_input(dst, src, first, runs, counts_t):
         count_per_feature(counts_t, C_ADDS, runs, N)
 
 
+@njit(cache=True, inline="always")
+def _count_by_run(counts_t, plane, runs, ev_idx, n, k):
+    """Add the sorted list ``ev_idx[n, :k]`` of features to ``plane``, each entry on the PE of the run holding
+    it: one add for a single run, else per run the stretch below its stop, found by binary search."""
+    if runs.shape[0] == 1:
+        counts_t[plane, runs[0, 2]] += k
+        return
+    i = 0
+    for r in range(runs.shape[0]):
+        i_run = i
+        stop = runs[r, 1]
+        hi = k
+        while i < hi:  # first entry >= stop in ev_idx[n, i:k]
+            mid = (i + hi) >> 1
+            if ev_idx[n, mid] < stop:
+                i = mid + 1
+            else:
+                hi = mid
+        counts_t[plane, runs[r, 2]] += i - i_run
+
+
 @njit(cache=True)
 def gather_spikes(dst, ev_idx, ev_cnt, first, runs, counts_t):
     """Add a spike input (0/1) to ``dst`` from its spike lists: one AC per spike (or a copy if it is the first).
 
-    The ACs go to the PE of each spike's feature: per PE run, the stretch of each
-    (sorted) list below the run's stop, found by binary search as in :func:`lif_step`.
+    The ACs go to the PE of each spike's feature (:func:`_count_by_run`).
     """
     N = dst.shape[0]
     if first:
@@ -118,18 +138,7 @@ def gather_spikes(dst, ev_idx, ev_cnt, first, runs, counts_t):
         k = ev_cnt[n]
         for i in range(k):
             d[e[i]] += 1.0
-        i = 0
-        for r in range(runs.shape[0]):
-            i_run = i
-            stop = runs[r, 1]
-            hi = k
-            while i < hi:  # first entry >= stop in e[i:k]
-                mid = (i + hi) >> 1
-                if e[mid] < stop:
-                    i = mid + 1
-                else:
-                    hi = mid
-            counts_t[C_ACS, runs[r, 2]] += i - i_run
+        _count_by_run(counts_t, C_ACS, runs, ev_idx, n, k)
 
 
 @njit(cache=True)
@@ -279,6 +288,15 @@ def _row_sq_dev(x, mu):
     return s
 
 
+@njit(cache=True, inline="always")
+def _quotient(x, d, inv):
+    """``x / d`` correctly rounded, given ``inv = 1 / d`` rounded: ``q = x * inv`` corrected once by the exact
+    remainder ``x - q * d`` (a fused multiply-add) to ``q + rem * inv`` (Markstein's theorem; valid while the
+    remainder does not underflow). A divide costs 8-16 times a multiply."""
+    q = x * inv
+    return fma(fma(-q, d, x), inv, q)
+
+
 @njit(cache=True)
 def layernorm_rows(x, weight, bias, eps, runs, counts_t):
     """In place, per position: ``(x - mean) / sqrt(var + eps) * weight + bias`` (biased variance).
@@ -298,10 +316,7 @@ def layernorm_rows(x, weight, bias, eps, runs, counts_t):
         sd = math.sqrt(_row_sq_dev(r, mu) / F + eps)
         inv = 1.0 / sd
         for c in range(F):
-            a = r[c] - mu
-            q = a * inv
-            q = fma(fma(-q, sd, a), inv, q)
-            r[c] = q * weight[c] + bias[c]
+            r[c] = _quotient(r[c] - mu, sd, inv) * weight[c] + bias[c]
     count_per_feature(counts_t, C_LAYERNORM, runs, N)
 
 
@@ -341,21 +356,7 @@ def lif_step(current, u, ev_idx, ev_cnt, v_th, gamma, input_gain, decay_input, r
                 cur_num[n, c] = gamma * cur_num[n, c] + current[n, c]
         ev_cnt[n] = k
         spikes += k
-        if runs.shape[0] == 1:  # one PE: the whole list
-            counts_t[C_EMITTED, runs[0, 2]] += k
-            continue
-        i = 0
-        for r in range(runs.shape[0]):  # the list is sorted: each PE's spikes are the entries below its stop
-            i_run = i
-            stop = runs[r, 1]
-            hi = k
-            while i < hi:  # first entry >= stop in ev_idx[n, i:k]
-                mid = (i + hi) >> 1
-                if ev_idx[n, mid] < stop:
-                    i = mid + 1
-                else:
-                    hi = mid
-            counts_t[C_EMITTED, runs[r, 2]] += i - i_run
+        _count_by_run(counts_t, C_EMITTED, runs, ev_idx, n, k)
     count_per_feature(counts_t, C_UPDATES, runs, N)
     return spikes
 
@@ -543,9 +544,8 @@ _TINY_QUOTIENT = 2.0 ** -960
 def _divide_by_row_sums(ot_h, rs, inv, e_h):
     """``ot_h[c, n] /= rs[n]``, correctly rounded, with one divide per query instead of one per element.
 
-    With ``y = 1 / rs[n]`` rounded, ``q = x * y`` is corrected once by the exact remainder ``x - q * rs[n]``
-    (one fused multiply-add) to ``q + rem * y``: the correctly rounded quotient (Markstein's theorem, as in
-    :func:`layernorm_rows`) while the remainder does not underflow. ``x`` is a sum of the head's softmax
+    Through :func:`_quotient` (as :func:`layernorm_rows`), exact while the remainder does not underflow.
+    ``x`` is a sum of the head's softmax
     numerators ``e_h`` (``0 <= e <= 1``, the row maximum's is 1, so ``rs >= 1``); if any numerator lies in
     ``(0, 2**-960)`` the head takes the plain divide instead.
     """
@@ -566,9 +566,7 @@ def _divide_by_row_sums(ot_h, rs, inv, e_h):
     for c in range(ot_h.shape[0]):
         row = ot_h[c]
         for n in range(N):
-            x = row[n]
-            q = x * inv[n]
-            row[n] = fma(fma(-q, rs[n], x), inv[n], q)
+            row[n] = _quotient(row[n], rs[n], inv[n])
 
 
 @njit(cache=True)
@@ -584,10 +582,10 @@ def _pe_of(runs, c):
 # Node kinds of the step program, and the columns of its integer table ``prog[node, column]``
 # (offsets are into the flat buffers the engine lays out for one input of N positions).
 K_SKIP, K_LINEAR, K_LAYERNORM, K_GELU, K_LIF, K_ATTENTION = range(6)
-(P_KIND, P_SIZE, P_VAL, P_EV, P_CNT, P_FEAT, P_BLOCK, P_BIAS, P_PAR0, P_PAR1, P_IN_OFF, P_N_IN, P_BINARY,
+(P_KIND, P_SIZE, P_VAL, P_EV, P_CNT, P_BLOCK, P_BIAS, P_PAR0, P_PAR1, P_IN_OFF, P_N_IN, P_BINARY,
  P_DECAY, P_RESET_ZERO, P_SOFTMAX, P_HEADS, P_LIF, P_DELAYED_SRC, P_DIRECT, P_STATE, P_RUN, P_NRUN,
- P_INPLACE, P_SLOTTED) = range(25)
-PROG_COLUMNS = 25
+ P_INPLACE, P_SLOTTED) = range(24)
+PROG_COLUMNS = 24
 # Columns of the float table ``progf[node, column]``.
 F_VTH, F_GAMMA, F_SCALE, F_EPS = range(4)
 # Columns of the per-LIF statistics ``stats[lif, column]`` of one step.
@@ -672,9 +670,9 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
     membranes stay in cache over ``chunk`` steps instead of being evicted by all
     the other segments' between two of its steps. Values a later segment reads
     (``P_SLOTTED``; spike lists always) have one copy per step of the chunk: the
-    buffers ``vals`` (``chunk`` copies of ``len(vals) // chunk``), ``ev_idx`` and
-    ``ev_cnt`` (``chunk`` copies each); a segment's own values one copy, reused by
-    every step. With one-step-late (feedback) sources ``chunk`` must be 1.
+    buffers ``ev_idx`` and ``ev_cnt`` hold ``chunk`` copies each, ``vals`` too if
+    any value is slotted (else one copy); a segment's own values one copy, reused
+    by every step. With one-step-late (feedback) sources ``chunk`` must be 1.
 
     Node ``i``'s value is ``[N, size]`` at :func:`_val_off` in ``vals``; the engine
     hands value buffers from node to node
@@ -699,7 +697,10 @@ def encoder_run(T, N, prog, progf, inputs, vals, prev_vals, ev_idx, ev_cnt, prev
     """
     n_cls = cls_b.shape[0]
     f_cls = pooled.shape[0]
-    v_len = vals.shape[0] // chunk  # with no slotted value vals has one copy; v_len is then never used
+    slotted = False
+    for i in range(prog.shape[0]):
+        slotted = slotted or prog[i, P_SLOTTED] == 1
+    v_len = vals.shape[0] // chunk if slotted else 0  # one copy of the values per step only if some value crosses
     e_len = ev_idx.shape[0] // chunk
     c_len = ev_cnt.shape[0] // chunk
     parts = np.zeros((chunk, cls_src.shape[0], f_cls))  # each source's pooled ASR, per step of the chunk

@@ -28,9 +28,6 @@ from eventsim.network import DEFAULT_DENSE_THRESHOLD, BlockTable, compile_blocks
 from eventsim.placement import Placement, even_placement
 from eventsim.trace import BINARY, GRADED
 
-#: Dense weight rows padded to an odd number of cache lines (:func:`eventsim.network.padded_row`).
-PAD_DENSE_ROWS = True
-
 
 @dataclass
 class EncoderNode:
@@ -167,7 +164,8 @@ def compile_encoder(
             node.params = {"weight": f64(f"{spec.name}.weight"), "bias": f64(f"{spec.name}.bias")}
             node.pooling = spec.pooling
         nodes.append(node)
-    table = compile_blocks(blocks, placement, dense_threshold, pad_rows=PAD_DENSE_ROWS)
+    # dense rows padded to an odd number of cache lines (:func:`eventsim.network.padded_row`)
+    table = compile_blocks(blocks, placement, dense_threshold, pad_rows=True)
     return CompiledEncoder(checkpoint, placement, nodes, table, routes, event_type, factor)
 
 
