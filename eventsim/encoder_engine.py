@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eventsim import aligned
 from eventsim.checkpoint import Checkpoint
 from eventsim.encoder_kernels import (
     F_EPS,
@@ -224,20 +225,20 @@ class _Run:
         self.lif_state = {n.index: {"u": self.view(self.u, n), "asr_num": self.view(self.asr_num, n),
                                     "cur_num": self.view(self.cur_num, n)} for n in self.lifs}
         max_in = max(n.size for n in nodes)
-        self.tmp_idx = np.zeros(max_in, np.int32)
-        self.tmp_val = np.zeros(max_in)
-        self.per_row = np.zeros(max_in, np.int64)
+        self.tmp_idx = aligned.zeros(max_in, np.int32)
+        self.tmp_val = aligned.zeros(max_in)
+        self.per_row = aligned.zeros(max_in, np.int64)
         # Joined spike lists of a linear node with several spike inputs (one row per position).
         cat = [sum(nodes[j].size for j in n.inputs) for n in nodes
                if n.kind == "linear" and len(n.inputs) > 1 and all(nodes[j].binary for j in n.inputs)]
-        self.cat_idx = np.zeros((N, max(cat, default=0)), np.int32)
+        self.cat_idx = aligned.zeros((N, max(cat, default=0)), np.int32)
         self.cat_cnt = np.zeros(N, np.int64)
         # Attention scratch, transposed so every event is a vector add over the N queries.
         attn = [n for n in nodes if n.kind == "spiking_attention"]
         f_max = max([n.size for n in attn], default=1)
         h_max = max([n.heads for n in attn], default=1)
-        self.qt, self.ot = np.zeros((f_max, N)), np.zeros((f_max, N))
-        self.st = np.zeros((h_max, N, N))
+        self.qt, self.ot = aligned.zeros((f_max, N)), aligned.zeros((f_max, N))
+        self.st = aligned.zeros((h_max, N, N))
         self.nq, self.nk = np.zeros(f_max, np.int64), np.zeros(f_max, np.int64)
         self.pc = np.zeros((h_max, N), np.int64)
         self.row_sum = np.zeros((h_max, N))
@@ -265,14 +266,16 @@ class _Run:
         # One copy of the values per step of the chunk only if some value is read by a later segment (P_SLOTTED);
         # otherwise every node uses the first copy (its slot offset is multiplied by P_SLOTTED = 0).
         copies = c if g["prog"][:, P_SLOTTED].any() else 1
-        self.vals, self.prev_vals = np.zeros(copies * slot_stride(val, 8)), np.zeros(val)
+        # Every buffer starts on a cache line (:mod:`eventsim.aligned`); offsets inside are whole lines where the
+        # sizes are multiples of 8 features.
+        self.vals, self.prev_vals = aligned.zeros(copies * slot_stride(val, 8)), aligned.zeros(val)
         # Spike lists are read only below their counts (zero until a step writes them), so their buffers (the
         # largest: 12 MB of 24 at the benchmark's size) need no zeroing; nor does the current average unless
         # the residual is kept. Zeroing them cost ~2 ms per input in memset.
-        self.ev_idx, self.prev_ev_idx = np.empty(c * slot_stride(ev, 4), np.int32), np.empty(ev, np.int32)
-        self.ev_cnt, self.prev_ev_cnt = np.zeros(c * slot_stride(cnt, 8), np.int64), np.zeros(cnt, np.int64)
-        self.u, self.asr_num = np.zeros(st), np.zeros(st)
-        self.cur_num = np.zeros(st) if self.record_residual else np.empty(st)
+        self.ev_idx, self.prev_ev_idx = aligned.empty(c * slot_stride(ev, 4), np.int32), aligned.empty(ev, np.int32)
+        self.ev_cnt, self.prev_ev_cnt = aligned.zeros(c * slot_stride(cnt, 8), np.int64), aligned.zeros(cnt, np.int64)
+        self.u, self.asr_num = aligned.zeros(st), aligned.zeros(st)
+        self.cur_num = aligned.zeros(st) if self.record_residual else aligned.empty(st)
         self.den = np.zeros(len(nodes))
         self.asr_tot = np.zeros(len(nodes))
 
@@ -448,7 +451,7 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
             state_off[n.index] = st
             st += N * n.size
     return {"prog": prog, "progf": progf, "inputs": np.array(inputs, np.int64).reshape(-1, 2),
-            "params": np.concatenate(params),
+            "params": aligned.copy(np.concatenate(params)),
             "runs": np.array(runs, np.int64).reshape(-1, 3), "val_off": val_off, "state_off": state_off,
             "sizes": (val, ev, cnt, st), "segments": np.array(segments, np.int64).reshape(-1, 2),
             "chunked": any(heavy for _, _, heavy in pieces), "tally": _tally_matrices(net, lifs)}

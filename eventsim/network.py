@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eventsim import aligned
 from eventsim.checkpoint import Checkpoint
 from eventsim.errors import EventsimError
 from eventsim.kernels import BLOCK_COLUMNS, KIND_EGRU, KIND_LSTM
@@ -145,7 +146,8 @@ def compile_blocks(
 
     max_cols = max(b[2] for b in block_rows)
     idx_dtype = np.uint16 if max_cols <= 65536 else np.int32
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+    # weights and tables on cache-line boundaries (:mod:`eventsim.aligned`: no vector load split over two lines)
+    cat = lambda parts, dtype: aligned.copy(np.concatenate(parts), dtype) if parts else aligned.zeros(0, dtype)  # noqa: E731
     return BlockTable(
         blocks=np.array(block_rows, dtype=np.int64).reshape(-1, BLOCK_COLUMNS),
         rowptr=cat(rowptr_parts, np.int64),
