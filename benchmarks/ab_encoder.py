@@ -101,10 +101,14 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=20, help="alternating pairs of runs")
     ap.add_argument("--instances", type=int, default=1,
                     help="engines per side, each with its own arrays, taken in turn (mixes memory placements)")
+    ap.add_argument("--cores", type=int, default=1,
+                    help="inputs per timed call, one per thread (EncoderEngine.run_many with jobs=CORES), as "
+                         "bench_encoder.py --cores; times per input")
     ap.add_argument("--quick", action="store_true", help="small network (a smoke run)")
     args = ap.parse_args(argv)
-    if not (args.repeats > 0 and args.instances > 0 and args.vth_scale > 0 and 0.0 <= args.sparsity < 1.0):
-        fail("--repeats, --instances and --vth-scale must be > 0 and --sparsity in [0, 1)")
+    if not (args.repeats > 0 and args.instances > 0 and args.cores > 0 and args.vth_scale > 0
+            and 0.0 <= args.sparsity < 1.0):
+        fail("--repeats, --instances, --cores and --vth-scale must be > 0 and --sparsity in [0, 1)")
     if shutil.which("git") is None:
         fail("git not found: the baseline engine is taken from the repository's history")
     cfg = QUICK if args.quick else FULL
@@ -124,15 +128,20 @@ def main(argv=None) -> None:
             for key, es in engines.items():
                 engine = es[r % args.instances]
                 t0 = time.perf_counter()
-                engine.run(ids, cfg["steps"])
-                times[key].append(time.perf_counter() - t0)
+                if args.cores == 1:
+                    engine.run(ids, cfg["steps"])
+                else:
+                    for _ in engine.run_many([ids] * args.cores, cfg["steps"], jobs=args.cores):
+                        pass
+                times[key].append((time.perf_counter() - t0) / args.cores)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base, new = np.array(times["baseline"]), np.array(times["work tree"])
     ratio = base / new
     q1, med, q3 = np.percentile(ratio, [25, 50, 75])
     print(f"{args.style}, {args.sparsity:.0%} pruned, V_th x {args.vth_scale}; baseline {args.baseline}; "
-          f"{args.repeats} alternating pairs, {args.instances} instance(s) per side")
+          f"{args.repeats} alternating pairs, {args.instances} instance(s) per side, {args.cores} input(s) per call "
+          f"on as many threads")
     print(f"results identical: {'yes' if not differ else 'no (' + ', '.join(differ) + ')'}")
     print(f"baseline  median {1e3 * np.median(base):8.2f} ms per input")
     print(f"work tree median {1e3 * np.median(new):8.2f} ms per input")
