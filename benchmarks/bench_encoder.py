@@ -13,7 +13,13 @@ scales (so the mean spike rate spans about 5-25 %), prints in one run:
   multi-step (``step_mode='m'``) ``IFNode``/``LIFNode`` layers plus torch
   ``Linear``/``LayerNorm``/``GELU`` and attention (same weights, float32, no
   counting): the three are run alternately, ``--repeats`` times each, and the
-  median taken, so they share the machine's noise;
+  median taken, so they share the machine's noise. Each timed run follows
+  ``--warm-runs`` untimed runs of the same tool (default 1), so every tool is
+  timed in its steady state, as on a stream of inputs, and none pays for the
+  caches the tool before it left cold (the engine's 13 MB of weights came back
+  from memory after SpikingJelly's run: +5-8 % on its time; SpikingJelly's and
+  torch's times did not move); ``--warm-runs 0`` times the tools straight after
+  one another, as before;
 - the ratios torch/engine and SpikingJelly/engine (> 1: the engine is faster),
   ("best") SpikingJelly's fastest run over the engine's fastest, and ("pair")
   the median over the repeats of SpikingJelly's time over the engine's in the
@@ -181,11 +187,12 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def measure(engine, oracle, sj, batch, steps: int, repeats: int, residual: bool = False) -> dict:
+def measure(engine, oracle, sj, batch, steps: int, repeats: int, residual: bool = False, warm_runs: int = 1) -> dict:
     """Median seconds per input of each tool (a call on the ``[B, N]`` batch / B), run alternately after a warm-up.
 
     The engine runs the B inputs B at a time on threads; torch and SpikingJelly
     take the batch as one tensor (their threads are ``torch.set_num_threads``).
+    Each timed call follows ``warm_runs`` untimed calls of the same tool.
     """
     import torch
 
@@ -203,6 +210,8 @@ def measure(engine, oracle, sj, batch, steps: int, repeats: int, residual: bool 
             fn()
         for _ in range(repeats):
             for key, fn in runs.items():
+                for _ in range(warm_runs):
+                    fn()
                 times[key].append(_timed(fn))
         sj_spikes = sj(tids, steps)[1] / B if sj is not None else math.nan
     pair = (statistics.median(s / e for s, e in zip(times["sj"], times["engine"])) if "sj" in times else math.nan)
@@ -243,9 +252,14 @@ def main(argv=None) -> None:
                          "engine's default (0.3)")
     ap.add_argument("--residual", action="store_true",
                     help="engine also keeps the steady-state residual (record_residual; one more pass per LIF)")
+    ap.add_argument("--warm-runs", type=int, default=1,
+                    help="untimed runs of a tool right before each of its timed runs (0: timed straight after the "
+                         "other tools, caches as they left them)")
     args = ap.parse_args(argv)
     if args.cores < 1:
         ap.error(f"--cores must be at least 1, got {args.cores}")
+    if args.warm_runs < 0:
+        ap.error(f"--warm-runs must be at least 0, got {args.warm_runs}")
     cfg = dict(QUICK if args.quick else FULL)
     for key in cfg:
         if getattr(args, key, None) is not None:
@@ -269,7 +283,7 @@ def main(argv=None) -> None:
     styles = ("spikingbert", "spikformer") if args.style == "both" else (args.style,)
     print(f"network: {cfg['blocks']} blocks, hidden {cfg['hidden']}, intermediate {cfg['intermediate']}, "
           f"{cfg['heads']} heads, {cfg['positions']} positions, T = {cfg['steps']}; median of {cfg['repeats']} "
-          f"alternating runs; {args.cores} input(s) per call on {args.cores} core(s), times per input; torch float32, "
+          f"alternating runs, each after {args.warm_runs} untimed run(s) of the same tool; {args.cores} input(s) per call on {args.cores} core(s), times per input; torch float32, "
           f"no grad; engine float64, every counter and "
           f"the per-step ASR on, steady-state residual {'on' if args.residual else 'off'}")
     head = (f"{'style':>11} {'sparsity':>8} {'vth x':>6} {'rate':>6} {'SJ rate':>7} {'ACs+MACs':>13} "
@@ -295,7 +309,7 @@ def main(argv=None) -> None:
                         m = scaled_manifest(manifest, scale)
                         oracle = oracle_cls(m, tensors).float().eval()
                         sj = spikingjelly_network(m, tensors) if sj_ok else None
-                    t = measure(engine, oracle, sj, batch, cfg["steps"], cfg["repeats"], args.residual)
+                    t = measure(engine, oracle, sj, batch, cfg["steps"], cfg["repeats"], args.residual, args.warm_runs)
                     results = [engine.run(ids, cfg["steps"]) for ids in batch]
                     cells = cfg["steps"] * batch.shape[1] * sum(n.size for n in engine.net.lif_nodes)
                     spikes = sum(int(r.counts["spikes"].sum()) for r in results) / len(results)

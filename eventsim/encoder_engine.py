@@ -77,6 +77,7 @@ from eventsim.errors import EventsimError
 from eventsim.kernels import B_DENSE, C_DRAM, C_EMITTED, C_MACS, C_RECEIVED
 from eventsim.network import padded_row
 from eventsim.placement import Placement
+from eventsim.run_buffers import BufferPool, Workspace
 from eventsim.trace import COUNTERS, EventTrace
 
 # Result count keys and the trace planes they sum ("spikes" are the LIF populations' emitted events).
@@ -137,6 +138,7 @@ class EncoderEngine:
 
     def __init__(self, network: CompiledEncoder):
         self.net = network
+        self.buffers = BufferPool()  # per-input buffers reused from input to input (eventsim.run_buffers)
 
     @classmethod
     def from_checkpoint(
@@ -167,7 +169,11 @@ class EncoderEngine:
             raise EventsimError(f"{ids.size} tokens exceed the model's {net.max_positions} positions")
         if ids.min() < 0 or ids.max() >= vocab:
             raise EventsimError(f"token ids must lie in [0, {vocab}), got {ids.min()}..{ids.max()}")
-        return _Run(net, ids, steps, record_spikes, record_asr, record_residual).result()
+        ws = self.buffers.acquire()
+        try:
+            return _Run(net, ids, steps, record_spikes, record_asr, record_residual, ws).result()
+        finally:
+            self.buffers.release(ws)
 
     def run_many(self, inputs, steps: int, jobs: int = 1, **kw) -> Iterator[EncoderResult]:
         """:meth:`run` over several inputs, ``jobs`` at a time on as many threads; results in input order.
@@ -206,13 +212,15 @@ class _Run:
     """State and loop of one input (kept out of :class:`EncoderEngine` so the engine stays reusable).
 
     All node values, spike lists and LIF states live in flat buffers laid out
-    for this input's ``N`` positions (:meth:`layout`); all T steps are one call of
-    :func:`eventsim.encoder_kernels.encoder_run` over them.
+    for this input's ``N`` positions (:meth:`layout`), taken from ``workspace``
+    (:mod:`eventsim.run_buffers`; a fresh one if none is given); all T steps are
+    one call of :func:`eventsim.encoder_kernels.encoder_run` over them.
     """
 
     def __init__(self, net: CompiledEncoder, ids: np.ndarray, steps: int, record_spikes: bool, record_asr: bool,
-                 record_residual: bool = False):
+                 record_residual: bool = False, workspace: Workspace | None = None):
         self.net, self.ids, self.T = net, ids, steps
+        ws = self.ws = Workspace() if workspace is None else workspace
         self.record_spikes, self.record_asr, self.record_residual = record_spikes, record_asr, record_residual
         N = self.N = ids.size
         P = net.placement.pe_count
@@ -225,20 +233,22 @@ class _Run:
         self.lif_state = {n.index: {"u": self.view(self.u, n), "asr_num": self.view(self.asr_num, n),
                                     "cur_num": self.view(self.cur_num, n)} for n in self.lifs}
         max_in = max(n.size for n in nodes)
-        self.tmp_idx = aligned.zeros(max_in, np.int32)
-        self.tmp_val = aligned.zeros(max_in)
-        self.per_row = aligned.zeros(max_in, np.int64)
+        self.tmp_idx = ws.take("tmp_idx", max_in, np.int32, zeroed=True)
+        self.tmp_val = ws.take("tmp_val", max_in, zeroed=True)
+        self.per_row = ws.take("per_row", max_in, np.int64, zeroed=True)
         # Joined spike lists of a linear node with several spike inputs (one row per position).
         cat = [sum(nodes[j].size for j in n.inputs) for n in nodes
                if n.kind == "linear" and len(n.inputs) > 1 and all(nodes[j].binary for j in n.inputs)]
-        self.cat_idx = aligned.zeros((N, max(cat, default=0)), np.int32)
+        cat_max = max(cat, default=0)
+        self.cat_idx = ws.take("cat_idx", N * cat_max, np.int32, zeroed=True).reshape(N, cat_max)
         self.cat_cnt = np.zeros(N, np.int64)
         # Attention scratch, transposed so every event is a vector add over the N queries.
         attn = [n for n in nodes if n.kind == "spiking_attention"]
         f_max = max([n.size for n in attn], default=1)
         h_max = max([n.heads for n in attn], default=1)
-        self.qt, self.ot = aligned.zeros((f_max, N)), aligned.zeros((f_max, N))
-        self.st = aligned.zeros((h_max, N, N))
+        self.qt = ws.take("qt", f_max * N, zeroed=True).reshape(f_max, N)
+        self.ot = ws.take("ot", f_max * N, zeroed=True).reshape(f_max, N)
+        self.st = ws.take("st", h_max * N * N, zeroed=True).reshape(h_max, N, N)
         self.nq, self.nk = np.zeros(f_max, np.int64), np.zeros(f_max, np.int64)
         self.pc = np.zeros((h_max, N), np.int64)
         self.row_sum = np.zeros((h_max, N))
@@ -267,15 +277,19 @@ class _Run:
         # otherwise every node uses the first copy (its slot offset is multiplied by P_SLOTTED = 0).
         copies = c if g["prog"][:, P_SLOTTED].any() else 1
         # Every buffer starts on a cache line (:mod:`eventsim.aligned`); offsets inside are whole lines where the
-        # sizes are multiples of 8 features.
-        self.vals, self.prev_vals = aligned.zeros(copies * slot_stride(val, 8)), aligned.zeros(val)
+        # sizes are multiples of 8 features. They come from the workspace and are zeroed there without the GIL.
+        ws = self.ws
+        self.vals = ws.take("vals", copies * slot_stride(val, 8), zeroed=True)
+        self.prev_vals = ws.take("prev_vals", val, zeroed=True)
         # Spike lists are read only below their counts (zero until a step writes them), so their buffers (the
         # largest: 12 MB of 24 at the benchmark's size) need no zeroing; nor does the current average unless
         # the residual is kept. Zeroing them cost ~2 ms per input in memset.
-        self.ev_idx, self.prev_ev_idx = aligned.empty(c * slot_stride(ev, 4), np.int32), aligned.empty(ev, np.int32)
-        self.ev_cnt, self.prev_ev_cnt = aligned.zeros(c * slot_stride(cnt, 8), np.int64), aligned.zeros(cnt, np.int64)
-        self.u, self.asr_num = aligned.zeros(st), aligned.zeros(st)
-        self.cur_num = aligned.zeros(st) if self.record_residual else aligned.empty(st)
+        self.ev_idx = ws.take("ev_idx", c * slot_stride(ev, 4), np.int32)
+        self.prev_ev_idx = ws.take("prev_ev_idx", ev, np.int32)
+        self.ev_cnt = ws.take("ev_cnt", c * slot_stride(cnt, 8), np.int64, zeroed=True)
+        self.prev_ev_cnt = ws.take("prev_ev_cnt", cnt, np.int64, zeroed=True)
+        self.u, self.asr_num = ws.take("u", st, zeroed=True), ws.take("asr_num", st, zeroed=True)
+        self.cur_num = ws.take("cur_num", st, zeroed=self.record_residual)
         self.den = np.zeros(len(nodes))
         self.asr_tot = np.zeros(len(nodes))
 

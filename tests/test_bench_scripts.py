@@ -21,19 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cores", ["1", "2"])
-def test_bench_encoder_quick_runs(cores):
+@pytest.mark.parametrize("cores,warm", [("1", "0"), ("2", "1")])
+def test_bench_encoder_quick_runs(cores, warm):
     """With --cores 2 every tool takes a batch of two inputs (the engine on two threads, torch and SpikingJelly as one
-    [2, N] tensor): SpikingJelly's rate, the batch's mean, still meets the engine's."""
+    [2, N] tensor): SpikingJelly's rate, the batch's mean, still meets the engine's. --warm-runs is stated."""
     pytest.importorskip("torch")
     if int(cores) > (os.cpu_count() or 1):
         pytest.skip("needs two CPUs")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "benchmarks/bench_encoder.py", "--quick", "--repeats", "1", "--cores",
-                           cores], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+                           cores, "--warm-runs", warm], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "ACs+MACs" in out and "R^2" in out and f"{cores} input(s) per call on {cores} core(s)" in out
+    assert f"each after {warm} untimed run(s) of the same tool" in out
     rows = [line.split() for line in out.splitlines() if re.match(r"\s*spikingbert\s+\d+%\s+\d", line)]
     assert len(rows) == 4  # 2 sparsities x 2 threshold scales
     for row in rows:
