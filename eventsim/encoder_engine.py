@@ -69,6 +69,7 @@ from eventsim.encoder_kernels import (
     S_SPIKES,
     S_SQ,
     count_emitted_real,
+    divide_by_node,
     encoder_run,
     layernorm_rows,
 )
@@ -306,6 +307,13 @@ class _Run:
     def asr(self, node: EncoderNode) -> np.ndarray:
         return self.lif_state[node.index]["asr_num"] / self.den[node.index]
 
+    def per_lif_final(self, num: np.ndarray) -> dict[str, np.ndarray]:
+        """``num / den`` per LIF (``[N, size]`` each) in one fresh array, divided without the GIL."""
+        g = self.net.programs[self.N]
+        out = np.empty(num.size)
+        divide_by_node(num, self.den, g["lif_cells"], out)
+        return {name: out[a:b].reshape(self.N, -1) for name, (a, b) in g["cell_range"].items()}
+
     # ---------------------------------------------------------------- once per input
     def embed(self) -> None:
         """``x = LN(word[token] + position)``: the constant input current, read once per input."""
@@ -341,12 +349,13 @@ class _Run:
                     self.tmp_val, self.per_row, self.cat_idx, self.cat_cnt, np.array(cls.inputs, np.int64),
                     cls.pooling == "mean", cls_w, np.asarray(cls.params["bias"], np.float64),
                     np.zeros(cls_w.shape[0]), logits, rec_spikes, rec_asr, self.segments, self.chunk)
-        cells = np.array([N * n.size for n in self.lifs], dtype=np.float64)
+        g = net.programs[N]
+        cells = g["cells"]
         asr_mean = self.stats[:, :, S_ASR] / cells
         spike_fraction = self.stats[:, :, S_SPIKES] / cells
         residual = np.sqrt(self.stats[:, :, S_SQ] / cells)
         spikes_rec = asr_rec = None
-        cell_range = {n.name: (self.state_off[n.index], self.state_off[n.index] + N * n.size) for n in self.lifs}
+        cell_range = g["cell_range"]
         if self.record_spikes:
             spikes_rec = {n.name: rec_spikes[:, a:b].reshape(T, N, -1).astype(bool) for n, (a, b) in
                           zip(self.lifs, cell_range.values())}
@@ -366,14 +375,13 @@ class _Run:
         counts = {key: v.sum(axis=1) for key, v in node_counts.items()}
         once = {key: int(self.once[PLANE[plane]].sum()) for key, plane in COUNT_PLANES.items()}
         once["dram_words"] = int(self.once[C_DRAM].sum())
-        current_final = ({n.name: self.lif_state[n.index]["cur_num"] / self.den[n.index] for n in self.lifs}
-                         if self.record_residual else {})
+        current_final = (self.per_lif_final(self.cur_num) if self.record_residual else {})
         return EncoderResult(
             token_ids=self.ids, steps=T, populations=names, logits=logits, asr_mean=asr_mean,
             spike_fraction=spike_fraction, steady_residual=residual,
-            asr_final={n.name: self.asr(n) for n in self.lifs},
+            asr_final=self.per_lif_final(self.asr_num),
             current_mean_final=current_final,
-            counts=counts, counts_once=once, dense=dense_counts(net.manifest, N), trace=trace,
+            counts=counts, counts_once=once, dense=dict(g["dense"]), trace=trace,
             node_counts=node_counts, node_names=tuple(n.name for n in net.nodes),
             spikes=spikes_rec, asr=asr_rec,
         )
@@ -382,25 +390,25 @@ class _Run:
         """Per-step counts with the once-per-input work in the first and last step, received from the routes."""
         net = self.net
         c = self.counts.copy()
-        cls_pes = net.placement.pes_of(net.nodes[-1].name)
+        g = net.programs[self.N]
+        cls_pes = g["cls_pes"]
         read_out = np.zeros_like(self.once)  # the classifier reads out after the last step
         read_out[:, cls_pes.start:cls_pes.stop] = self.once[:, cls_pes.start:cls_pes.stop]
         c[0] += self.once - read_out
         c[-1] += read_out
         # Received events follow the routes: same-step sources now, delayed (feedback) sources a step later.
-        pop = net.placement.pe_population_index()
         emitted = c[:, C_EMITTED, :].astype(np.float64)
         received = emitted @ self.tally["forward"]
         received[1:] += emitted[:-1] @ self.tally["late"]
         c[:, C_RECEIVED, :] = received
         return EventTrace(
             placement=net.placement,
-            pe_population=pop,
+            pe_population=g["pe_population"].copy(),
             population_kinds=tuple(s.kind for s in net.manifest.layers),
             event_type=net.event_type,
             routes=net.routes,
             synapses_stored=net.table.synapses_stored,
-            neurons=np.array([s.size for s in net.placement.slices()], dtype=np.int64),
+            neurons=g["neurons"].copy(),
             **{name: np.ascontiguousarray(c[:, i, :]) for i, name in enumerate(COUNTERS)},
         )
 
@@ -468,7 +476,15 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
             "params": aligned.copy(np.concatenate(params)),
             "runs": np.array(runs, np.int64).reshape(-1, 3), "val_off": val_off, "state_off": state_off,
             "sizes": (val, ev, cnt, st), "segments": np.array(segments, np.int64).reshape(-1, 2),
-            "chunked": any(heavy for _, _, heavy in pieces), "tally": _tally_matrices(net, lifs)}
+            "chunked": any(heavy for _, _, heavy in pieces), "tally": _tally_matrices(net, lifs),
+            # what every result of N positions shares (read-only), computed once
+            "cells": np.array([N * n.size for n in lifs], dtype=np.float64),
+            "cell_range": {n.name: (state_off[n.index], state_off[n.index] + N * n.size) for n in lifs},
+            "lif_cells": np.array([(state_off[n.index], state_off[n.index] + N * n.size, n.index) for n in lifs],
+                                  np.int64).reshape(-1, 3),
+            "dense": dense_counts(net.manifest, N), "cls_pes": net.placement.pes_of(nodes[-1].name),
+            "pe_population": net.placement.pe_population_index(),
+            "neurons": np.array([s.size for s in net.placement.slices()], dtype=np.int64)}
 
 
 def _tally_matrices(net: CompiledEncoder, lifs: list[EncoderNode]) -> dict:

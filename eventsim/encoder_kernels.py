@@ -80,6 +80,15 @@ def count_emitted_real(out, runs, counts_t):
         counts_t[C_EMITTED, runs[r, 2]] += tot
 
 
+@njit(cache=True, nogil=True)
+def divide_by_node(num, den, cells, out):
+    """``out[a:b] = num[a:b] / den[i]`` for every row ``(a, b, i)`` of ``cells`` (a LIF's state and its node)."""
+    for r in range(cells.shape[0]):
+        d = den[cells[r, 2]]
+        for k in range(cells[r, 0], cells[r, 1]):
+            out[k] = num[k] / d
+
+
 @njit(cache=True)
 def gather_input(dst, src, first, runs, counts_t):
     """Element-wise sum of a node's real inputs, one input at a time, in list order.
