@@ -10,14 +10,19 @@ alternately ``--repeats`` times. It prints each engine's median time per input
 and the median (with quartiles) of the per-pair ratio baseline / work tree:
 each pair ran seconds apart, so the drift cancels in the ratio.
 
-Where a process places an engine's arrays moves its speed by up to ±8 % (the
-same code, A/B in separate processes: 0.92x-1.06x). ``--instances K`` loads the
-checkpoint K times per engine (K sets of arrays, each placed anew) and takes
-them in turn, so each side's times mix K placements.
+Where a process placed an engine's arrays moved its speed by up to ±8 % (the
+same code, A/B in separate processes: 0.92x-1.06x), mostly how far past a cache
+line numpy had put them; the engine now starts its arrays on a line
+(:mod:`eventsim.aligned`), but a baseline older than f853eaf still varies so.
+``--instances K`` loads the checkpoint K times per engine (K sets of arrays,
+each placed anew) and takes them in turn, so each side's times mix K
+placements. ``--cores K`` times K inputs per call on K threads, as
+``bench_encoder.py --cores K``.
 
 Usage::
 
     taskset -c 1 python benchmarks/ab_encoder.py --baseline HEAD~1 --style spikingbert --sparsity 0 --vth-scale 1.5
+    python benchmarks/ab_encoder.py --baseline HEAD --cores 2                # both cores, two inputs per call
     python benchmarks/ab_encoder.py --baseline HEAD --quick --repeats 2     # small network (a smoke run)
 """
 
