@@ -5,9 +5,9 @@ returns), so a 64-byte vector load from it (eight float64: a LIF lane block, an
 8-column accumulator tile) straddles two cache lines every time, and a 32-byte
 load of eight float32 weights every other time. A split load costs two L1
 accesses. Starting the weight tables and the per-input buffers on a line
-boundary made the benchmark encoder 5-6 % faster per input on one core
-(docs/performance.md), and the layouts inside them (rows padded to whole lines,
-per-step copies a whole number of lines apart) then stay aligned too.
+boundary made the benchmark encoders 3.5-9 % faster per input (docs/performance.md),
+and the layouts inside them (rows padded to whole lines, per-step copies a
+whole number of lines apart) then stay aligned too.
 
 The arrays are views into a slightly larger numpy buffer, which they keep alive.
 """

@@ -304,9 +304,6 @@ class _Run:
         r = self.prog[node.index]
         return self.runs[r[P_RUN]:r[P_RUN] + r[P_NRUN]]
 
-    def asr(self, node: EncoderNode) -> np.ndarray:
-        return self.lif_state[node.index]["asr_num"] / self.den[node.index]
-
     def per_lif_final(self, num: np.ndarray) -> dict[str, np.ndarray]:
         """``num / den`` per LIF (``[N, size]`` each) in one fresh array, divided without the GIL."""
         g = self.net.programs[self.N]
