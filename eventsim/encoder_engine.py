@@ -230,9 +230,6 @@ class _Run:
         nodes = net.nodes
         self.lifs = [n for n in nodes if n.kind == "lif"]
         self.layout()
-        self.out = [self.vals[o:o + N * n.size].reshape(N, n.size) for o, n in zip(self.val_off, nodes)]
-        self.lif_state = {n.index: {"u": self.view(self.u, n), "asr_num": self.view(self.asr_num, n),
-                                    "cur_num": self.view(self.cur_num, n)} for n in self.lifs}
         max_in = max(n.size for n in nodes)
         self.tmp_idx = ws.take("tmp_idx", max_in, np.int32, zeroed=True)
         self.tmp_val = ws.take("tmp_val", max_in, zeroed=True)
@@ -294,11 +291,6 @@ class _Run:
         self.den = np.zeros(len(nodes))
         self.asr_tot = np.zeros(len(nodes))
 
-    def view(self, buf: np.ndarray, node: EncoderNode) -> np.ndarray:
-        """``[N, size]`` view of a LIF node's state in ``buf``."""
-        o = self.state_off[node.index]
-        return buf[o:o + self.N * node.size].reshape(self.N, node.size)
-
     def node_runs(self, node: EncoderNode) -> np.ndarray:
         """``[runs, 3]`` rows (first feature, stop, PE) of ``node``'s features."""
         r = self.prog[node.index]
@@ -316,7 +308,7 @@ class _Run:
         """``x = LN(word[token] + position)``: the constant input current, read once per input."""
         node = self.net.nodes[0]
         p = node.params
-        x = self.out[0]
+        x = self.vals[self.val_off[0]:self.val_off[0] + self.N * node.size].reshape(self.N, node.size)
         x[:] = p["word"][self.ids] + p["position"][: self.N]
         runs = self.node_runs(node)
         if "weight" in p:
@@ -347,7 +339,7 @@ class _Run:
                     cls.pooling == "mean", cls_w, np.asarray(cls.params["bias"], np.float64),
                     np.zeros(cls_w.shape[0]), logits, rec_spikes, rec_asr, self.segments, self.chunk)
         g = net.programs[N]
-        cells = g["cells"]
+        cells = (g["lif_cells"][:, 1] - g["lif_cells"][:, 0]).astype(np.float64)  # N * size per LIF
         asr_mean = self.stats[:, :, S_ASR] / cells
         spike_fraction = self.stats[:, :, S_SPIKES] / cells
         residual = np.sqrt(self.stats[:, :, S_SQ] / cells)
@@ -475,7 +467,6 @@ def _program(net: CompiledEncoder, N: int, lifs: list[EncoderNode]) -> dict:
             "sizes": (val, ev, cnt, st), "segments": np.array(segments, np.int64).reshape(-1, 2),
             "chunked": any(heavy for _, _, heavy in pieces), "tally": _tally_matrices(net, lifs),
             # what every result of N positions shares (read-only), computed once
-            "cells": np.array([N * n.size for n in lifs], dtype=np.float64),
             "cell_range": {n.name: (state_off[n.index], state_off[n.index] + N * n.size) for n in lifs},
             "lif_cells": np.array([(state_off[n.index], state_off[n.index] + N * n.size, n.index) for n in lifs],
                                   np.int64).reshape(-1, 3),

@@ -50,10 +50,6 @@ class Workspace:
             zero(out)
         return out
 
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays.values())
-
 
 class BufferPool:
     """Workspaces for runs on any number of threads: each run takes one of its own and gives it back."""
